@@ -1,0 +1,56 @@
+//! Objects every cluster starts with: the system namespaces, the
+//! `kubernetes` service and its endpoints, and the system priority classes.
+
+use crate::error::ApiError;
+use crate::registry::{Registry, WriteOptions};
+use crate::resources;
+use serde_json::{json, Value};
+
+async fn ensure_one(reg: &Registry, group: &str, plural: &str, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
+    let rt = resources::find(group, "v1", plural).ok_or_else(|| ApiError::internal(format!("no resource {plural}")))?;
+    match reg.create(rt, ns, obj, &WriteOptions::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn ensure(reg: &Registry, host: &str, port: u16) -> Result<(), ApiError> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        ensure_one(reg, "", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+    }
+    ensure_one(reg, "", "services", Some("default"), json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    })).await?;
+    let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() { host.to_string() } else { "127.0.0.1".to_string() };
+    let ep = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    let eprt = resources::find("", "v1", "endpoints").ok_or_else(|| ApiError::internal("no endpoints"))?;
+    match reg.get(eprt, Some("default"), "kubernetes").await {
+        Ok(cur) if cur.get("subsets") == ep.get("subsets") => {}
+        Ok(_) => {
+            reg.guaranteed_update(eprt, Some("default"), "kubernetes", &WriteOptions::default(), |cur| {
+                let mut n = cur.clone();
+                n["subsets"] = ep["subsets"].clone();
+                Ok((n, None))
+            })
+            .await?;
+        }
+        Err(_) => ensure_one(reg, "", "endpoints", Some("default"), ep.clone()).await?,
+    }
+    for (name, value, desc) in [
+        ("system-node-critical", 2000001000, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", 2000000000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        ensure_one(reg, "scheduling.k8s.io", "priorityclasses", None, json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": desc,
+        })).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `bosun`: one binary that is the whole cluster. This crate only wires the
+//! component crates together.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "bosun", version, about = "A Kubernetes-compatible cluster in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a cluster: API server, store and (as they exist) the other components.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where the store, certificates and admin kubeconfig live.
+    #[arg(long, default_value = "/var/lib/bosun")]
+    data_dir: PathBuf,
+    /// HTTPS port of the API server (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    https_port: u16,
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: String,
+    /// Do not run the node agent here.
+    #[arg(long)]
+    disable_agent: bool,
+    /// Do not run the scheduler here.
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Do not run the controller manager here.
+    #[arg(long)]
+    disable_controllers: bool,
+    /// Events kept per resource for watch resumption (older versions get 410 Gone).
+    #[arg(long, default_value_t = 1000, hide = true)]
+    watch_cache_size: usize,
+    /// Store revisions kept by compaction.
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    compact_keep: i64,
+    /// Seconds between compactions.
+    #[arg(long, default_value_t = 300, hide = true)]
+    compact_interval: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Server(args) => rt.block_on(server(args)),
+    }
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("state.db");
+    let store = Arc::new(
+        bosun_store::SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?,
+    );
+    bosun_store::spawn_compactor(
+        store.clone(),
+        std::time::Duration::from_secs(args.compact_interval),
+        args.compact_keep,
+    );
+    let config = bosun_apiserver::Config {
+        data_dir: args.data_dir.clone(),
+        bind_address: args.bind_address.clone(),
+        port: args.https_port,
+        watch_cache_size: args.watch_cache_size,
+    };
+    let running = bosun_apiserver::start(config, store)
+        .await
+        .context("starting the API server")?;
+    // Components that do not exist yet are simply not started.
+    let _ = (args.disable_agent, args.disable_scheduler, args.disable_controllers);
+    tracing::info!(addr = %running.addr, "API server listening");
+    println!("bosun: API server on https://{}", running.addr);
+    println!("bosun: admin kubeconfig at {}", running.kubeconfig.display());
+    println!(
+        "bosun: try: kubectl --kubeconfig {} get namespaces",
+        running.kubeconfig.display()
+    );
+    tokio::select! {
+        r = running.task => r.context("API server task")?,
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
