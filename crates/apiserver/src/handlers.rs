@@ -548,7 +548,7 @@ async fn exists(reg: &Registry, rt: &ResourceType, ns: Option<&str>, name: &str)
 struct ScaleType;
 impl ScaleType {
     fn patch(&self, cur: &Value, mt: &str, patch: &Value) -> Result<Value, ApiError> {
-        let bad = |e: bosun_patch::PatchError| ApiError::new(422, "Invalid", e.to_string());
+        let bad = crate::registry::patch_error;
         match mt {
             "application/json-patch+json" => bosun_patch::json_patch(cur, patch).map_err(bad),
             "application/merge-patch+json" => bosun_patch::merge_patch(cur, patch).map_err(bad),

@@ -959,12 +959,22 @@ fn merge_for_write(rt: &ResourceType, cur: &Value, written: &Value, sub: Option<
 }
 
 fn apply_patch(rt: &ResourceType, cur: &Value, patch_type: &str, patch: &Value) -> Result<Value, ApiError> {
-    let bad = |e: bosun_patch::PatchError| ApiError::new(422, "Invalid", e.to_string());
+    let bad = patch_error;
     match patch_type {
         "application/json-patch+json" => bosun_patch::json_patch(cur, patch).map_err(bad),
         "application/merge-patch+json" => bosun_patch::merge_patch(cur, patch).map_err(bad),
         "application/strategic-merge-patch+json" => bosun_patch::strategic_merge_patch(cur, patch, rt.group, rt.kind).map_err(bad),
         other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+/// Maps a patch failure to the status upstream answers, except that a
+/// malformed patch is the client's mistake and never a 500.
+pub fn patch_error(e: bosun_patch::PatchError) -> ApiError {
+    match e.status_code() {
+        400 => ApiError::bad_request(e.to_string()),
+        413 => ApiError::new(413, "RequestEntityTooLarge", e.to_string()),
+        _ => ApiError::new(422, "Invalid", e.to_string()),
     }
 }
 

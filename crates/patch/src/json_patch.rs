@@ -73,7 +73,11 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn str_field<'a>(op: &'a Map<String, Value>, name: &str, what: &str) -> Result<&'a str, PatchError> {
+fn str_field<'a>(
+    op: &'a Map<String, Value>,
+    name: &str,
+    what: &str,
+) -> Result<&'a str, PatchError> {
     match op.get(name) {
         Some(Value::String(s)) => Ok(s),
         Some(Value::Null) | None => Err(PatchError::InvalidOperation(format!(
@@ -287,7 +291,8 @@ fn move_op(doc: &mut Value, op: &Map<String, Value>) -> Result<(), PatchError> {
     };
     let val = con_get(con, &key)
         .map_err(|e| with_context(e, &format!("error in move for path: '{key}'")))?;
-    con_remove(con, &key).map_err(|e| with_context(e, &format!("error in move for path: '{key}'")))?;
+    con_remove(con, &key)
+        .map_err(|e| with_context(e, &format!("error in move for path: '{key}'")))?;
     let path = str_field(op, "path", "move")?;
     let Some((con, key)) = find_object(doc, path) else {
         return Err(PatchError::PathNotFound(format!(

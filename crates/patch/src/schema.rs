@@ -218,10 +218,7 @@ fn fields(ty: Ty) -> &'static [Field] {
             nested("spec", Ty::DeploymentSpec),
             nested("status", Ty::ConditionsStatus),
         ]),
-        Ty::DeploymentSpec => f!([
-            nested("template", Ty::PodTemplateSpec),
-            retain("strategy"),
-        ]),
+        Ty::DeploymentSpec => f!([nested("template", Ty::PodTemplateSpec), retain("strategy"),]),
         Ty::CronJob => f!([METADATA, nested("spec", Ty::CronJobSpec)]),
         Ty::CronJobSpec => f!([nested("jobTemplate", Ty::JobTemplateSpec)]),
         Ty::JobTemplateSpec => f!([METADATA, nested("spec", Ty::TemplateSpec)]),

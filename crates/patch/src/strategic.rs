@@ -371,8 +371,12 @@ fn merge_key_value_equal(left: &Value, right: &Value, merge_key: &str) -> Result
     }
     let l = left.as_object().ok_or_else(|| err_bad_arg_map(left))?;
     let r = right.as_object().ok_or_else(|| err_bad_arg_map(right))?;
-    let lv = l.get(merge_key).ok_or_else(|| err_no_merge_key(l, merge_key))?;
-    let rv = r.get(merge_key).ok_or_else(|| err_no_merge_key(r, merge_key))?;
+    let lv = l
+        .get(merge_key)
+        .ok_or_else(|| err_no_merge_key(l, merge_key))?;
+    let rv = r
+        .get(merge_key)
+        .ok_or_else(|| err_no_merge_key(r, merge_key))?;
     Ok(lv == rv)
 }
 
@@ -634,10 +638,7 @@ fn slice_element_type(slices: &[&[Value]]) -> Result<Kind> {
                     prev = Some(k);
                 }
                 Some(p) if p != k => {
-                    let all: Vec<Value> = slices
-                        .iter()
-                        .map(|s| Value::Array(s.to_vec()))
-                        .collect();
+                    let all: Vec<Value> = slices.iter().map(|s| Value::Array(s.to_vec())).collect();
                     return Err(PatchError::MergeFailed(format!(
                         "list element types are not identical: {}",
                         Value::Array(all)
@@ -769,11 +770,7 @@ fn merge_sorted_slice(
             (Some(_), Some(_)) => false,
             _ => break,
         };
-        let next = if take_left {
-            left.next()
-        } else {
-            right.next()
-        };
+        let next = if take_left { left.next() } else { right.next() };
         if let Some((v, _)) = next {
             out.push(v);
         }

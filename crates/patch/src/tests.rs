@@ -59,7 +59,9 @@ fn kubectl_apply_style_patch_on_deployment() {
         "{\"x\":1}\n"
     );
     assert_eq!(out["metadata"]["labels"]["app"], "web");
-    let containers = out["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    let containers = out["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
     assert_eq!(containers.len(), 2);
     assert_eq!(containers[0]["name"], "web");
     assert_eq!(containers[0]["image"], "nginx:1.27");
@@ -79,7 +81,9 @@ fn kubectl_apply_removing_a_container() {
         "containers": [{"$patch": "delete", "name": "sidecar"}]
     }}}});
     let out = smp(deployment(), patch, "apps", "Deployment");
-    let containers = out["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    let containers = out["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
     assert_eq!(containers.len(), 1);
     assert_eq!(containers[0]["name"], "web");
     assert_eq!(containers[0]["image"], "nginx:1.25");
@@ -108,7 +112,10 @@ fn set_element_order_mismatch_is_an_error() {
         "containers": [{"name": "other", "image": "x"}]
     }}}});
     let err = strategic_merge_patch(&deployment(), &patch, "apps", "Deployment").unwrap_err();
-    assert!(err.to_string().contains("doesn't match $setElementOrder"), "{err}");
+    assert!(
+        err.to_string().contains("doesn't match $setElementOrder"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -118,13 +125,14 @@ fn merge_list_new_elements_are_appended() {
     ]}}}});
     let out = smp(deployment(), patch, "apps", "Deployment");
     let env = &out["spec"]["template"]["spec"]["containers"][0]["env"];
-    // Patch items keep the patch order, server-only items are interleaved by
-    // their live position.
+    // Upstream ordering: patch items keep the patch order; a server-only
+    // item goes before the next patch item only when both are in the live
+    // list and it comes first there. So new items (not live) come first.
     assert_eq!(
         env,
         &json!([
-            {"name": "A", "value": "1"},
             {"name": "D", "value": "4"},
+            {"name": "A", "value": "1"},
             {"name": "B", "value": "20"},
             {"name": "C", "value": "3"}
         ])
@@ -177,7 +185,10 @@ fn patch_replace_on_list() {
 fn patch_replace_on_map() {
     let patch = json!({"spec": {"template": {"metadata": {"labels": {"$patch": "replace", "tier": "fe"}}}}});
     let out = smp(deployment(), patch, "apps", "Deployment");
-    assert_eq!(out["spec"]["template"]["metadata"]["labels"], json!({"tier": "fe"}));
+    assert_eq!(
+        out["spec"]["template"]["metadata"]["labels"],
+        json!({"tier": "fe"})
+    );
 }
 
 #[test]
@@ -196,7 +207,9 @@ fn patch_merge_directive_on_map_and_list() {
     assert!(strategic_merge_patch(&deployment(), &patch, "apps", "Deployment").is_err());
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"$patch": "merge"}]}}}});
     let err = strategic_merge_patch(&deployment(), &patch, "apps", "Deployment").unwrap_err();
-    assert!(err.to_string().contains("merging lists cannot yet be specified"));
+    assert!(err
+        .to_string()
+        .contains("merging lists cannot yet be specified"));
 }
 
 #[test]
@@ -215,9 +228,13 @@ fn retain_keys_deployment_strategy() {
     assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
 
     // A key set by the patch but absent from $retainKeys is a bad request.
-    let patch = json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {"maxSurge": 1}}}});
+    let patch =
+        json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {"maxSurge": 1}}}});
     let err = strategic_merge_patch(&deployment(), &patch, "apps", "Deployment").unwrap_err();
-    assert_eq!(err, PatchError::InvalidPatch("invalid patch format of retainKeys".into()));
+    assert_eq!(
+        err,
+        PatchError::InvalidPatch("invalid patch format of retainKeys".into())
+    );
     assert_eq!(err.status_code(), 400);
 }
 
@@ -236,7 +253,12 @@ fn retain_keys_in_volume_element() {
 #[test]
 fn finalizers_union_and_delete_from_primitive_list() {
     let doc = json!({"metadata": {"name": "p", "finalizers": ["a", "b"]}});
-    let out = smp(doc.clone(), json!({"metadata": {"finalizers": ["b", "c"]}}), "", "ConfigMap");
+    let out = smp(
+        doc.clone(),
+        json!({"metadata": {"finalizers": ["b", "c"]}}),
+        "",
+        "ConfigMap",
+    );
     assert_eq!(out["metadata"]["finalizers"], json!(["a", "b", "c"]));
 
     let out = smp(
@@ -286,7 +308,10 @@ fn primitive_list_without_strategy_is_replaced() {
         "apps",
         "Deployment",
     );
-    assert_eq!(out["spec"]["template"]["spec"]["containers"][1]["args"], json!(["x"]));
+    assert_eq!(
+        out["spec"]["template"]["spec"]["containers"][1]["args"],
+        json!(["x"])
+    );
 }
 
 #[test]
@@ -315,7 +340,7 @@ fn cronjob_nested_pod_template() {
     assert_eq!(cs[1]["image"], "a:1");
     assert_eq!(
         cs[1]["env"],
-        json!([{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}])
+        json!([{"name": "Y", "value": "2"}, {"name": "X", "value": "1"}])
     );
     assert_eq!(out["spec"]["schedule"], "* * * * *");
 }
@@ -356,12 +381,18 @@ fn conditions_and_owner_references() {
         "status": {"conditions": [{"type": "Ready", "status": "True"}], "podIPs": [{"ip": "fd00::1"}]}
     });
     let out = smp(doc, patch, "", "Pod");
-    assert_eq!(out["metadata"]["ownerReferences"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        out["metadata"]["ownerReferences"].as_array().unwrap().len(),
+        2
+    );
     assert_eq!(
         out["status"]["conditions"],
         json!([{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}])
     );
-    assert_eq!(out["status"]["podIPs"], json!([{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]));
+    assert_eq!(
+        out["status"]["podIPs"],
+        json!([{"ip": "fd00::1"}, {"ip": "10.0.0.1"}])
+    );
 }
 
 #[test]
@@ -379,8 +410,16 @@ fn node_addresses_and_tolerations_atomic() {
     );
 
     let doc = json!({"spec": {"tolerations": [{"key": "a", "operator": "Exists"}]}});
-    let out = smp(doc, json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}), "", "Pod");
-    assert_eq!(out["spec"]["tolerations"], json!([{"key": "b", "operator": "Exists"}]));
+    let out = smp(
+        doc,
+        json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}),
+        "",
+        "Pod",
+    );
+    assert_eq!(
+        out["spec"]["tolerations"],
+        json!([{"key": "b", "operator": "Exists"}])
+    );
 }
 
 #[test]
@@ -419,7 +458,8 @@ fn directives_in_new_values_are_removed() {
         "apps",
         "Deployment",
     );
-    assert_eq!(out["spec"]["template"], json!({"x": 1}));
+    // The map holding `$patch` is dropped from a new value.
+    assert_eq!(out["spec"]["template"], json!({"metadata": {}, "x": 1}));
 }
 
 #[test]
@@ -449,17 +489,40 @@ fn unknown_kind_replaces_lists_and_merges_maps() {
 fn missing_merge_key_is_an_error() {
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
     let err = strategic_merge_patch(&deployment(), &patch, "apps", "Deployment").unwrap_err();
-    assert!(err.to_string().contains("does not contain declared merge key: name"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not contain declared merge key: name"),
+        "{err}"
+    );
 }
 
 #[test]
 fn list_of_lists_and_mixed_lists_are_errors() {
-    let doc = json!({"metadata": {"finalizers": ["a"]}});
-    let err = strategic_merge_patch(&doc, &json!({"metadata": {"finalizers": [["x"]]}}), "", "Pod")
-        .unwrap_err();
+    let lists = json!({"metadata": {"finalizers": [["a"]]}});
+    let err = strategic_merge_patch(
+        &lists,
+        &json!({"metadata": {"finalizers": [["x"]]}}),
+        "",
+        "Pod",
+    )
+    .unwrap_err();
     assert_eq!(err.status_code(), 422);
-    let err = strategic_merge_patch(&doc, &json!({"metadata": {"finalizers": [{"a": 1}]}}), "", "Pod")
-        .unwrap_err();
+    let doc = json!({"metadata": {"finalizers": ["a"]}});
+    let err = strategic_merge_patch(
+        &doc,
+        &json!({"metadata": {"finalizers": [["x"]]}}),
+        "",
+        "Pod",
+    )
+    .unwrap_err();
+    assert_eq!(err.status_code(), 500);
+    let err = strategic_merge_patch(
+        &doc,
+        &json!({"metadata": {"finalizers": [{"a": 1}]}}),
+        "",
+        "Pod",
+    )
+    .unwrap_err();
     assert_eq!(err.status_code(), 500);
 }
 
@@ -481,14 +544,20 @@ fn malformed_strategic_patches_error() {
         json!({"spec": {"template": {"spec": {"containers": [{"$patch": "delete"}]}}}}),
     ];
     for p in bad {
-        assert!(strategic_merge_patch(&d, &p, "apps", "Deployment").is_err(), "{p}");
+        assert!(
+            strategic_merge_patch(&d, &p, "apps", "Deployment").is_err(),
+            "{p}"
+        );
     }
 }
 
 #[test]
 fn schema_table() {
     let dep = ["spec", "template", "spec", "containers"];
-    assert_eq!(list_strategy("apps", "Deployment", &dep), Some((Strategy::Merge, Some("name"))));
+    assert_eq!(
+        list_strategy("apps", "Deployment", &dep),
+        Some((Strategy::Merge, Some("name")))
+    );
     assert_eq!(
         list_strategy("", "Pod", &["spec", "containers"]),
         Some((Strategy::Merge, Some("name")))
@@ -497,7 +566,15 @@ fn schema_table() {
         list_strategy(
             "batch",
             "CronJob",
-            &["spec", "jobTemplate", "spec", "template", "spec", "containers", "env"]
+            &[
+                "spec",
+                "jobTemplate",
+                "spec",
+                "template",
+                "spec",
+                "containers",
+                "env"
+            ]
         ),
         Some((Strategy::Merge, Some("name")))
     );
@@ -514,8 +591,16 @@ fn schema_table() {
         Some((Strategy::Merge, None))
     );
     assert_eq!(list_strategy("", "Pod", &["spec", "tolerations"]), None);
-    assert_eq!(list_strategy("example.com", "Foo", &["spec", "containers"]), None);
-    let vols = field_patch_meta("apps", "StatefulSet", &["spec", "template", "spec", "volumes"]).unwrap();
+    assert_eq!(
+        list_strategy("example.com", "Foo", &["spec", "containers"]),
+        None
+    );
+    let vols = field_patch_meta(
+        "apps",
+        "StatefulSet",
+        &["spec", "template", "spec", "volumes"],
+    )
+    .unwrap();
     assert!(vols.retain_keys);
     let strategy = field_patch_meta("apps", "Deployment", &["spec", "strategy"]).unwrap();
     assert!(strategy.retain_keys && strategy.strategy.is_none());
@@ -523,8 +608,18 @@ fn schema_table() {
         assert!(list_strategy("apps", kind, &dep).is_some());
         assert!(list_strategy("apps", kind, &["status", "conditions"]).is_some());
     }
-    assert!(list_strategy("batch", "Job", &["spec", "template", "spec", "initContainers"]).is_some());
-    assert!(list_strategy("", "PodTemplate", &["template", "spec", "ephemeralContainers"]).is_some());
+    assert!(list_strategy(
+        "batch",
+        "Job",
+        &["spec", "template", "spec", "initContainers"]
+    )
+    .is_some());
+    assert!(list_strategy(
+        "",
+        "PodTemplate",
+        &["template", "spec", "ephemeralContainers"]
+    )
+    .is_some());
     assert!(list_strategy("", "ReplicationController", &dep).is_some());
 }
 
@@ -545,7 +640,11 @@ fn json_patch_operations() {
         {"op": "add", "path": "/a/b/-1", "value": 0}
     ]);
     let out = json_patch(&doc, &patch).unwrap();
-    assert_eq!(out, json!({"a": {"b": [9, 2, 3, 0, 10]}, "c": "y", "moved": "y"}));
+    // Negative indices count from the end of the grown array (v4 behaviour).
+    assert_eq!(
+        out,
+        json!({"a": {"b": [9, 2, 3, 10, 0]}, "c": "y", "moved": "y"})
+    );
 }
 
 #[test]
@@ -559,8 +658,16 @@ fn json_patch_test_failure_is_an_error() {
     assert!(matches!(err, PatchError::TestFailed(_)));
     assert_eq!(err.status_code(), 422);
     // A missing key tests equal to null.
-    json_patch(&doc, &json!([{"op": "test", "path": "/nope", "value": null}])).unwrap();
-    json_patch(&doc, &json!([{"op": "test", "path": "", "value": doc.clone()}])).unwrap();
+    json_patch(
+        &doc,
+        &json!([{"op": "test", "path": "/nope", "value": null}]),
+    )
+    .unwrap();
+    json_patch(
+        &doc,
+        &json!([{"op": "test", "path": "", "value": doc.clone()}]),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -597,16 +704,34 @@ fn json_patch_errors() {
 #[test]
 fn json_patch_v4_quirks() {
     // replace of a missing object key behaves like add.
-    let out = json_patch(&json!({}), &json!([{"op": "replace", "path": "/a", "value": 1}])).unwrap();
+    let out = json_patch(
+        &json!({}),
+        &json!([{"op": "replace", "path": "/a", "value": 1}]),
+    )
+    .unwrap();
     assert_eq!(out, json!({"a": 1}));
     // replace of the whole document.
-    let out = json_patch(&json!({"a": 1}), &json!([{"op": "replace", "path": "", "value": {"b": 2}}]))
-        .unwrap();
+    let out = json_patch(
+        &json!({"a": 1}),
+        &json!([{"op": "replace", "path": "", "value": {"b": 2}}]),
+    )
+    .unwrap();
     assert_eq!(out, json!({"b": 2}));
     // null patch is empty.
-    assert_eq!(json_patch(&json!({"a": 1}), &Value::Null).unwrap(), json!({"a": 1}));
-    let too_many = Value::Array(vec![json!({"op": "test", "path": "/a", "value": 1}); 10_001]);
-    assert_eq!(json_patch(&json!({"a": 1}), &too_many).unwrap_err().status_code(), 413);
+    assert_eq!(
+        json_patch(&json!({"a": 1}), &Value::Null).unwrap(),
+        json!({"a": 1})
+    );
+    let too_many = Value::Array(vec![
+        json!({"op": "test", "path": "/a", "value": 1});
+        10_001
+    ]);
+    assert_eq!(
+        json_patch(&json!({"a": 1}), &too_many)
+            .unwrap_err()
+            .status_code(),
+        413
+    );
 }
 
 // ---------------------------------------------------------------- merge patch
@@ -614,13 +739,23 @@ fn json_patch_v4_quirks() {
 #[test]
 fn merge_patch_semantics() {
     let doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2], "f": "x"});
-    let patch = json!({"a": null, "b": {"c": null, "z": {"n": null, "m": 1}}, "e": [3], "g": {"h": null}});
+    let patch =
+        json!({"a": null, "b": {"c": null, "z": {"n": null, "m": 1}}, "e": [3], "g": {"h": null}});
     let out = merge_patch(&doc, &patch).unwrap();
-    assert_eq!(out, json!({"b": {"d": 3, "z": {"m": 1}}, "e": [3], "f": "x", "g": {}}));
+    assert_eq!(
+        out,
+        json!({"b": {"d": 3, "z": {"m": 1}}, "e": [3], "f": "x", "g": {}})
+    );
     // Deleting a missing key is fine.
-    assert_eq!(merge_patch(&json!({}), &json!({"x": null})).unwrap(), json!({}));
+    assert_eq!(
+        merge_patch(&json!({}), &json!({"x": null})).unwrap(),
+        json!({})
+    );
     // A non-object value in the patch replaces an object.
-    assert_eq!(merge_patch(&json!({"a": {"b": 1}}), &json!({"a": 1})).unwrap(), json!({"a": 1}));
+    assert_eq!(
+        merge_patch(&json!({"a": {"b": 1}}), &json!({"a": 1})).unwrap(),
+        json!({"a": 1})
+    );
 }
 
 #[test]
@@ -631,7 +766,10 @@ fn merge_patch_malformed() {
     }
     assert!(merge_patch(&Value::Null, &json!({})).is_err());
     // A non-object document becomes the patch.
-    assert_eq!(merge_patch(&json!([1]), &json!({"a": null, "b": 1})).unwrap(), json!({"b": 1}));
+    assert_eq!(
+        merge_patch(&json!([1]), &json!({"a": null, "b": 1})).unwrap(),
+        json!({"b": 1})
+    );
 }
 
 // ---------------------------------------------------------------- robustness
@@ -689,9 +827,12 @@ fn never_panics_on_arbitrary_inputs() {
 #[test]
 fn inputs_are_not_modified() {
     let doc = deployment();
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "env": null}]}}}});
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "env": null}]}}}});
     let before = (doc.clone(), patch.clone());
     let out = smp(doc.clone(), patch.clone(), "apps", "Deployment");
-    assert!(out["spec"]["template"]["spec"]["containers"][0].get("env").is_none());
+    assert!(out["spec"]["template"]["spec"]["containers"][0]
+        .get("env")
+        .is_none());
     assert_eq!((doc, patch), before);
 }
