@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 
 async fn ensure_one(reg: &Registry, group: &str, plural: &str, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
     let rt = resources::find(group, "v1", plural).ok_or_else(|| ApiError::internal(format!("no resource {plural}")))?;
+    let name = obj.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default();
+    if reg.get(rt, ns, name).await.is_ok() {
+        return Ok(());
+    }
     match reg.create(rt, ns, obj, &WriteOptions::default()).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 => Ok(()),
