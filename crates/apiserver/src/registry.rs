@@ -446,7 +446,8 @@ impl Registry {
         } else {
             remove_meta(&mut o, "generation");
         }
-        if strips_status(rt) {
+        // Nodes may carry status on create (the kubelet registers that way).
+        if strips_status(rt) && rt.kind != "Node" {
             if let Some(m) = o.as_object_mut() {
                 m.remove("status");
             }

@@ -17,6 +17,42 @@ struct Cli {
 enum Command {
     /// Run a cluster: API server, store and (as they exist) the other components.
     Server(ServerArgs),
+    /// Simulated cluster members, for capacity planning and benchmarks.
+    #[command(subcommand)]
+    Simulate(SimulateCommand),
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// Register N simulated nodes that heartbeat, report Ready and run pods
+    /// bound to them (without containers), until interrupted.
+    Nodes(SimNodesArgs),
+}
+
+#[derive(clap::Args)]
+struct SimNodesArgs {
+    /// Kubeconfig of the cluster (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    #[arg(long, default_value = "sim-node-")]
+    prefix: String,
+    #[arg(long, default_value = "4")]
+    cpu: String,
+    #[arg(long, default_value = "32Gi")]
+    memory: String,
+    #[arg(long, default_value_t = 110)]
+    pods: u32,
+    /// Seconds between lease renewals of each node.
+    #[arg(long, default_value_t = 10)]
+    lease_interval: u64,
+    /// Leave bound pods Pending instead of marking them Running.
+    #[arg(long)]
+    no_run_pods: bool,
+    /// Extra node label, KEY=VALUE (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -64,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(args)),
+        Command::Simulate(SimulateCommand::Nodes(args)) => rt.block_on(simulate_nodes(args)),
     }
 }
 
@@ -99,6 +136,47 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     );
     tokio::select! {
         r = running.task => r.context("API server task")?,
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// A kube-rs client from a kubeconfig path or the usual defaults.
+async fn client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .context("loading kubeconfig")?
+        }
+        None => kube::Config::infer().await.context("finding a kubeconfig")?,
+    };
+    kube::Client::try_from(config).context("building the API client")
+}
+
+async fn simulate_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig).await?;
+    let mut labels = Vec::new();
+    for l in args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--label {l}: expected KEY=VALUE"))?;
+        labels.push((k.to_string(), v.to_string()));
+    }
+    let spec = bosun_simulator::NodeSpec {
+        count: args.count,
+        prefix: args.prefix,
+        cpu: args.cpu,
+        memory: args.memory,
+        pods: args.pods,
+        lease_interval: std::time::Duration::from_secs(args.lease_interval.max(1)),
+        run_pods: !args.no_run_pods,
+        labels,
+    };
+    tokio::select! {
+        r = bosun_simulator::run(client, spec) => r.context("simulated nodes")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     Ok(())
