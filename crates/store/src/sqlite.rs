@@ -10,6 +10,19 @@
 //! serialises writes, so events are published to watchers in revision order
 //! right after their commit.
 //!
+//! Group commit: each time the thread wakes it takes every request already
+//! queued (at most `MAX_BATCH`) and runs them in arrival order as one batch.
+//! The first write of a batch opens a transaction; each write still does its
+//! own check (existence / CAS) and gets its own revision, and a failed check
+//! only fails that request (it writes nothing, so it cannot undo the others).
+//! Reads see the writes queued before them. The batch commits once (one
+//! fsync); only then are its events published (in revision order) and its
+//! requests answered, so an acknowledgement still means durable. If the
+//! commit fails, every request answered from the batch's uncommitted state
+//! gets an error, no event is published and the revision counter goes back to
+//! the last committed revision. Requests that ran before the batch's first
+//! write saw only committed state and are answered right away.
+//!
 //! Durability: WAL journal with `synchronous=FULL` by default (every commit is
 //! fsynced, so it survives power loss; `NORMAL` survives a process crash
 //! only). The connection uses `locking_mode=EXCLUSIVE`, so a second process
@@ -34,6 +47,10 @@ use crate::{
 /// other requests for long (they are queued between batches).
 const COMPACT_BATCH: Revision = 10_000;
 
+/// Most requests the database thread takes from the queue for one batch
+/// (one transaction, one fsync).
+const MAX_BATCH: usize = 512;
+
 /// Tuning for [`SqliteStore::open_with_options`].
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
@@ -53,7 +70,18 @@ impl Default for SqliteOptions {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Db) + Send>;
+/// Sends a request's answer once the fate of its batch is known: `Ok` once
+/// the batch committed (or when the request saw only committed state),
+/// the batch's error if it was rolled back.
+type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+enum Job {
+    /// Runs inside the current batch: its writes join the batch transaction.
+    Batched(Box<dyn FnOnce(&mut Db) -> Reply + Send>),
+    /// Runs between batches, with its own transactions (compaction): the
+    /// batch before it is committed and answered first.
+    Alone(Box<dyn FnOnce(&mut Db) + Send>),
+}
 
 /// SQLite-backed [`Store`]. Cloning gives another handle to the same
 /// database; the connection closes when the last handle (and every watch
@@ -90,9 +118,18 @@ fn be(e: rusqlite::Error) -> StoreError {
 /// State owned by the database thread.
 struct Db {
     conn: Connection,
+    /// Revision of the latest write, including the open batch's uncommitted ones.
     revision: Revision,
+    /// Revision of the latest committed write.
+    committed: Revision,
     compacted: Revision,
     hub: Arc<Hub>,
+    /// A batch transaction is open (begun by the batch's first write).
+    in_txn: bool,
+    /// Events of the open batch, published once it commits.
+    pending_events: Vec<Event>,
+    /// Answers of the open batch, sent once it commits or rolls back.
+    pending_replies: Vec<Reply>,
 }
 
 /// The latest row of a key.
@@ -114,20 +151,20 @@ impl SqliteStore {
         let (revision, compacted) = init(&conn, opts)?;
         tracing::info!(path = %path.display(), revision, compacted, "opened sqlite store");
         let hub = Arc::new(Hub::new(opts.watch_capacity, revision));
-        let mut db = Db {
+        let db = Db {
             conn,
             revision,
+            committed: revision,
             compacted,
             hub: hub.clone(),
+            in_txn: false,
+            pending_events: Vec::new(),
+            pending_replies: Vec::new(),
         };
         let (tx, rx) = std_mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("bosun-store-sqlite".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job(&mut db);
-                }
-            })
+            .spawn(move || serve(db, rx))
             .map_err(|e| StoreError::Backend(format!("spawning sqlite thread: {e}")))?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
@@ -139,21 +176,73 @@ impl SqliteStore {
     }
 }
 
+/// The database thread: run queued requests in batches until every handle is gone.
+fn serve(mut db: Db, rx: std_mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut job = Some(first);
+        let mut taken = 0;
+        while let Some(j) = job {
+            db.run(j);
+            taken += 1;
+            job = if taken < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        db.finish_batch();
+    }
+}
+
 impl Shared {
-    /// Run `f` on the database thread and wait for its result.
-    async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |db| {
-            let _ = tx.send(f(db));
-        });
+    fn send(&self, job: Job) -> Result<(), StoreError> {
         lock(&self.jobs)
             .as_ref()
             .ok_or_else(|| StoreError::Backend("store is closed".into()))?
             .send(job)
-            .map_err(|_| StoreError::Backend("sqlite thread has stopped".into()))?;
+            .map_err(|_| StoreError::Backend("sqlite thread has stopped".into()))
+    }
+
+    /// Queue `f` to run on the database thread as part of a batch; its
+    /// result arrives once the batch has committed.
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Batched(Box::new(move |db| {
+            let result = f(db);
+            Box::new(move |outcome: Result<(), &StoreError>| {
+                let _ = tx.send(match outcome {
+                    Ok(()) => result,
+                    Err(e) => Err(e.clone()),
+                });
+            })
+        })))?;
+        Ok(rx)
+    }
+
+    /// Run `f` on the database thread as part of a batch and wait for its
+    /// result, which arrives once the batch has committed.
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.submit(f)?
+            .await
+            .map_err(|_| StoreError::Backend("sqlite thread dropped the request".into()))?
+    }
+
+    /// Run `f` on the database thread outside any batch (it manages its own
+    /// transactions) and wait for its result.
+    async fn call_alone<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Alone(Box::new(move |db| {
+            let _ = tx.send(f(db));
+        })))?;
         rx.await
             .map_err(|_| StoreError::Backend("sqlite thread dropped the request".into()))?
     }
@@ -236,6 +325,77 @@ impl rusqlite::ToSql for TextBytes {
 }
 
 impl Db {
+    fn run(&mut self, job: Job) {
+        match job {
+            Job::Batched(op) => {
+                let reply = op(self);
+                if !self.in_txn {
+                    // Saw only committed state (and wrote nothing).
+                    reply(Ok(()));
+                } else if self.conn.is_autocommit() {
+                    // A failed statement made SQLite roll back the whole
+                    // transaction (e.g. disk full): the batch so far is lost.
+                    self.pending_replies.push(reply);
+                    self.abort_batch(&StoreError::Backend(
+                        "transaction rolled back after a failed write".into(),
+                    ));
+                } else {
+                    self.pending_replies.push(reply);
+                }
+            }
+            Job::Alone(f) => {
+                self.finish_batch();
+                f(self);
+            }
+        }
+    }
+
+    /// Open the batch transaction if this is the batch's first write.
+    fn begin(&mut self) -> Result<(), StoreError> {
+        if !self.in_txn {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(be)?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Commit the open batch (one fsync), then publish its events and answer
+    /// its requests; on failure roll it back and fail them.
+    fn finish_batch(&mut self) {
+        if !self.in_txn {
+            return;
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                self.in_txn = false;
+                self.committed = self.revision;
+                self.hub.publish_all(self.pending_events.drain(..));
+                for reply in self.pending_replies.drain(..) {
+                    reply(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sqlite commit failed; batch rolled back");
+                self.abort_batch(&StoreError::Backend(format!("commit failed: {e}")));
+            }
+        }
+    }
+
+    /// Roll back the open batch: forget its revisions and events, fail its requests.
+    fn abort_batch(&mut self, err: &StoreError) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "sqlite rollback failed");
+            }
+        }
+        self.in_txn = false;
+        self.revision = self.committed;
+        self.pending_events.clear();
+        for reply in self.pending_replies.drain(..) {
+            reply(Err(err));
+        }
+    }
+
     fn latest(&self, key: &str) -> Result<Option<Latest>, StoreError> {
         self.conn
             .prepare_cached(
@@ -259,8 +419,9 @@ impl Db {
         Ok(self.latest(key)?.filter(|l| !l.deleted))
     }
 
-    /// Append one row in its own transaction; returns its revision. The
-    /// in-memory revision only advances once the commit succeeded.
+    /// Append one row to the batch transaction; returns its revision. The
+    /// in-memory revision advances only if the insert succeeded (and goes
+    /// back if the batch does not commit).
     fn append(
         &mut self,
         key: &str,
@@ -270,25 +431,22 @@ impl Db {
         deleted: bool,
     ) -> Result<Revision, StoreError> {
         let rev = self.revision + 1;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(be)?;
-        tx.prepare_cached(
-            "INSERT INTO kv (id, name, value, create_revision, prev_revision, deleted)
+        self.begin()?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO kv (id, name, value, create_revision, prev_revision, deleted)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(be)?
-        .execute(params![
-            rev,
-            key,
-            value,
-            create_revision.unwrap_or(rev),
-            prev_revision,
-            deleted
-        ])
-        .map_err(be)?;
-        tx.commit().map_err(be)?;
+            )
+            .map_err(be)?
+            .execute(params![
+                rev,
+                key,
+                value,
+                create_revision.unwrap_or(rev),
+                prev_revision,
+                deleted
+            ])
+            .map_err(be)?;
         self.revision = rev;
         Ok(rev)
     }
@@ -300,7 +458,7 @@ impl Db {
             None => 0,
         };
         let rev = self.append(key, &value, None, prev_revision, false)?;
-        self.hub.publish(Event {
+        self.pending_events.push(Event {
             kind: EventKind::Put,
             kv: KeyValue {
                 key: key.to_string(),
@@ -353,7 +511,7 @@ impl Db {
             create_revision: cur.create_revision,
             mod_revision: rev,
         };
-        self.hub.publish(Event {
+        self.pending_events.push(Event {
             kind: EventKind::Put,
             kv: kv.clone(),
             prev: Some(prev),
@@ -368,7 +526,7 @@ impl Db {
             mod_revision: rev,
             ..prev.clone()
         };
-        self.hub.publish(Event {
+        self.pending_events.push(Event {
             kind: EventKind::Delete,
             kv: kv.clone(),
             prev: Some(prev),
@@ -664,14 +822,206 @@ impl Store for SqliteStore {
         // One transaction per batch; other requests run in between.
         while self
             .shared
-            .call(move |db| db.compact_step(revision))
+            .call_alone(move |db| db.compact_step(revision))
             .await?
             < revision
         {}
-        self.shared.call(|db| db.vacuum()).await
+        self.shared.call_alone(|db| db.vacuum()).await
     }
 
     async fn compacted_revision(&self) -> Result<Revision, StoreError> {
         self.shared.call(|db| Ok(db.compacted)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Group commit internals: batching, per-request failures inside a batch,
+    //! and a failing commit (forced with an SQLite commit hook).
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    type Pending<R> = oneshot::Receiver<Result<R, StoreError>>;
+
+    fn open() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        (store, dir)
+    }
+
+    fn v(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    /// Park the database thread (after running `setup` on it) until the
+    /// returned sender is dropped, so that requests queued meanwhile form one batch.
+    fn hold(
+        store: &SqliteStore,
+        setup: impl FnOnce(&mut Db) + Send + 'static,
+    ) -> std_mpsc::Sender<()> {
+        let (tx, rx) = std_mpsc::channel::<()>();
+        store
+            .shared
+            .send(Job::Alone(Box::new(move |db| {
+                setup(db);
+                let _ = rx.recv();
+            })))
+            .unwrap();
+        tx
+    }
+
+    /// Count commits; make them fail while `fail` is set.
+    fn commit_hook(
+        commits: &Arc<AtomicUsize>,
+        fail: bool,
+    ) -> impl FnOnce(&mut Db) + Send + 'static {
+        let commits = commits.clone();
+        move |db: &mut Db| {
+            db.conn.commit_hook(Some(move || {
+                commits.fetch_add(1, Ordering::SeqCst);
+                fail
+            }))
+        }
+    }
+
+    fn submit<R: Send + 'static>(
+        store: &SqliteStore,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Pending<R> {
+        store.shared.submit(f).unwrap()
+    }
+
+    async fn answer<R>(rx: Pending<R>) -> Result<R, StoreError> {
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("answered")
+            .expect("not dropped")
+    }
+
+    async fn next_revision(w: &mut crate::WatchStream) -> Revision {
+        tokio::time::timeout(Duration::from_secs(10), w.recv())
+            .await
+            .expect("event")
+            .expect("stream open")
+            .expect("no error")
+            .revision()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_batch_one_commit_with_independent_cas() {
+        let (store, _dir) = open();
+        assert_eq!(store.create("/a", v("a1")).await.unwrap(), 1);
+        let mut w = store.watch("/", 1).await.unwrap();
+        let commits = Arc::new(AtomicUsize::new(0));
+        let gate = hold(&store, commit_hook(&commits, false));
+
+        let create_b = submit(&store, |db| db.create("/b", v("b")));
+        let stale = submit(&store, |db| db.update("/a", v("x"), 99));
+        let get_b = submit(&store, |db| Ok(db.live("/b")?.map(|l| l.id)));
+        let update_a = submit(&store, |db| db.update("/a", v("a2"), 1));
+        let dup_b = submit(&store, |db| db.create("/b", v("again")));
+        let delete_b = submit(&store, |db| db.delete("/b", Some(2)));
+        let current = submit(&store, |db| Ok(db.revision));
+        let range = submit(&store, |db| db.range("/", None, 0, None));
+        let creates: Vec<_> = (0..100)
+            .map(|i| submit(&store, move |db| db.create(&format!("/n/{i:03}"), v("n"))))
+            .collect();
+        drop(gate);
+
+        assert_eq!(answer(create_b).await, Ok(2));
+        assert_eq!(
+            answer(stale).await,
+            Err(StoreError::Conflict {
+                key: "/a".into(),
+                expected: 99,
+                actual: 1
+            })
+        );
+        assert_eq!(
+            answer(get_b).await,
+            Ok(Some(2)),
+            "reads see earlier writes of the batch"
+        );
+        assert_eq!(answer(update_a).await.unwrap().mod_revision, 3);
+        assert_eq!(
+            answer(dup_b).await,
+            Err(StoreError::AlreadyExists("/b".into()))
+        );
+        assert_eq!(answer(delete_b).await.unwrap().mod_revision, 4);
+        assert_eq!(answer(current).await, Ok(4));
+        let kvs = answer(range).await.unwrap().kvs;
+        assert_eq!(kvs.len(), 1);
+        assert_eq!((kvs[0].key.as_str(), kvs[0].mod_revision), ("/a", 3));
+        for (i, rx) in creates.into_iter().enumerate() {
+            assert_eq!(answer(rx).await, Ok(5 + i as Revision));
+        }
+        assert_eq!(
+            commits.load(Ordering::SeqCst),
+            1,
+            "the whole batch is one commit"
+        );
+
+        for rev in 2..=104 {
+            assert_eq!(next_revision(&mut w).await, rev);
+        }
+        assert_eq!(store.current_revision().await.unwrap(), 104);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_commit_fails_the_batch_and_rewinds_the_revision() {
+        let (store, _dir) = open();
+        assert_eq!(store.create("/a", v("a1")).await.unwrap(), 1);
+        let mut w = store.watch("/", 1).await.unwrap();
+        let commits = Arc::new(AtomicUsize::new(0));
+        let gate = hold(&store, commit_hook(&commits, true));
+
+        let get_a = submit(&store, |db| Ok(db.live("/a")?.map(|l| l.value)));
+        let create_b = submit(&store, |db| db.create("/b", v("b")));
+        let update_a = submit(&store, |db| db.update("/a", v("a2"), 1));
+        let get_b = submit(&store, |db| Ok(db.live("/b")?.map(|l| l.id)));
+        let stale = submit(&store, |db| db.update("/a", v("x"), 99));
+        drop(gate);
+
+        // Before the batch's first write: committed state, answered as is.
+        assert_eq!(answer(get_a).await, Ok(Some(v("a1"))));
+        for result in [
+            answer(create_b).await.map(|_| ()),
+            answer(update_a).await.map(|_| ()),
+            answer(get_b).await.map(|_| ()),
+            answer(stale).await.map(|_| ()),
+        ] {
+            match result {
+                Err(StoreError::Backend(msg)) => assert!(msg.contains("commit failed"), "{msg}"),
+                other => panic!("expected a commit error, got {other:?}"),
+            }
+        }
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+
+        store
+            .shared
+            .call_alone(|db| {
+                db.conn.commit_hook(None::<fn() -> bool>);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.current_revision().await.unwrap(), 1);
+        assert_eq!(store.get("/b").await.unwrap(), None);
+        assert_eq!(store.get("/a").await.unwrap().unwrap().value, v("a1"));
+        // The lost revisions are reused by the next writes, and nothing of
+        // the failed batch reached the watcher.
+        assert_eq!(store.create("/c", v("c")).await.unwrap(), 2);
+        assert_eq!(
+            store.update("/a", v("a3"), 1).await.unwrap().mod_revision,
+            3
+        );
+        assert_eq!(next_revision(&mut w).await, 2);
+        assert_eq!(next_revision(&mut w).await, 3);
+        let page = store.range("/", None, 0, None).await.unwrap();
+        let revs: Vec<Revision> = page.kvs.iter().map(|kv| kv.mod_revision).collect();
+        assert_eq!(revs, [3, 2]);
     }
 }

@@ -49,6 +49,16 @@ impl Hub {
         let _ = self.tx.send(Arc::new(event));
     }
 
+    /// Publish the committed events of one batch, in revision order, under
+    /// one lock (a watcher subscribes before or after all of them).
+    pub(crate) fn publish_all(&self, events: impl IntoIterator<Item = Event>) {
+        let mut published = lock(&self.published);
+        for event in events {
+            *published = event.revision();
+            let _ = self.tx.send(Arc::new(event));
+        }
+    }
+
     fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, Revision) {
         let published = lock(&self.published);
         (self.tx.subscribe(), *published)
