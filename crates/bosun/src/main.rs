@@ -1,6 +1,8 @@
 //! `bosun`: one binary that is the whole cluster. This crate only wires the
 //! component crates together.
 
+mod bench;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -17,9 +19,33 @@ struct Cli {
 enum Command {
     /// Run a cluster: API server, store and (as they exist) the other components.
     Server(ServerArgs),
+    /// Run only the scheduler, against any API server.
+    Scheduler(SchedulerArgs),
+    /// Benchmarks (figures, not pass/fail).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Simulated cluster members, for capacity planning and benchmarks.
     #[command(subcommand)]
     Simulate(SimulateCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// scheduler_perf SchedulingBasic: simulated nodes, init pods, measured pods.
+    Scheduler(bench::SchedulerBenchArgs),
+}
+
+#[derive(clap::Args)]
+struct SchedulerArgs {
+    /// Kubeconfig of the cluster (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Pods whose spec.schedulerName is this are ours.
+    #[arg(long, default_value = "default-scheduler")]
+    scheduler_name: String,
+    /// Skip leader election (only one scheduler may then run).
+    #[arg(long)]
+    no_leader_elect: bool,
 }
 
 #[derive(Subcommand)]
@@ -101,6 +127,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => rt.block_on(server(args)),
         Command::Simulate(SimulateCommand::Nodes(args)) => rt.block_on(simulate_nodes(args)),
+        Command::Scheduler(args) => rt.block_on(scheduler(args)),
+        Command::Bench(BenchCommand::Scheduler(args)) => rt.block_on(bench::scheduler(args)),
     }
 }
 
@@ -125,8 +153,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let running = bosun_apiserver::start(config, store)
         .await
         .context("starting the API server")?;
+    if !args.disable_scheduler {
+        let client = client(Some(running.kubeconfig.clone())).await?;
+        let cfg = bosun_scheduler::runtime::Config::default();
+        tokio::spawn(async move {
+            if let Err(e) = bosun_scheduler::runtime::run(client, cfg).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        });
+    }
     // Components that do not exist yet are simply not started.
-    let _ = (args.disable_agent, args.disable_scheduler, args.disable_controllers);
+    let _ = (args.disable_agent, args.disable_controllers);
     tracing::info!(addr = %running.addr, "API server listening");
     println!("bosun: API server on https://{}", running.addr);
     println!("bosun: admin kubeconfig at {}", running.kubeconfig.display());
@@ -154,6 +191,20 @@ async fn client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
         None => kube::Config::infer().await.context("finding a kubeconfig")?,
     };
     kube::Client::try_from(config).context("building the API client")
+}
+
+async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig).await?;
+    let cfg = bosun_scheduler::runtime::Config {
+        scheduler_name: args.scheduler_name,
+        leader_elect: !args.no_leader_elect,
+        ..Default::default()
+    };
+    tokio::select! {
+        r = bosun_scheduler::runtime::run(client, cfg) => r.context("scheduler")?,
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
 }
 
 async fn simulate_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
