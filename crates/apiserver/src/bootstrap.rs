@@ -6,9 +6,19 @@ use crate::registry::{Registry, WriteOptions};
 use crate::resources;
 use serde_json::{json, Value};
 
-async fn ensure_one(reg: &Registry, group: &str, plural: &str, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
-    let rt = resources::find(group, "v1", plural).ok_or_else(|| ApiError::internal(format!("no resource {plural}")))?;
-    let name = obj.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default();
+async fn ensure_one(
+    reg: &Registry,
+    group: &str,
+    plural: &str,
+    ns: Option<&str>,
+    obj: Value,
+) -> Result<(), ApiError> {
+    let rt = resources::find(group, "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("no resource {plural}")))?;
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default();
     if reg.get(rt, ns, name).await.is_ok() {
         return Ok(());
     }
@@ -21,28 +31,46 @@ async fn ensure_one(reg: &Registry, group: &str, plural: &str, ns: Option<&str>,
 
 pub async fn ensure(reg: &Registry, host: &str, port: u16) -> Result<(), ApiError> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        ensure_one(reg, "", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        ensure_one(
+            reg,
+            "",
+            "namespaces",
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
     }
     ensure_one(reg, "", "services", Some("default"), json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     })).await?;
-    let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() { host.to_string() } else { "127.0.0.1".to_string() };
+    let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        host.to_string()
+    } else {
+        "127.0.0.1".to_string()
+    };
     let ep = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     });
-    let eprt = resources::find("", "v1", "endpoints").ok_or_else(|| ApiError::internal("no endpoints"))?;
+    let eprt =
+        resources::find("", "v1", "endpoints").ok_or_else(|| ApiError::internal("no endpoints"))?;
     match reg.get(eprt, Some("default"), "kubernetes").await {
         Ok(cur) if cur.get("subsets") == ep.get("subsets") => {}
         Ok(_) => {
-            reg.guaranteed_update(eprt, Some("default"), "kubernetes", &WriteOptions::default(), |cur| {
-                let mut n = cur.clone();
-                n["subsets"] = ep["subsets"].clone();
-                Ok((n, None))
-            })
+            reg.guaranteed_update(
+                eprt,
+                Some("default"),
+                "kubernetes",
+                &WriteOptions::default(),
+                |cur| {
+                    let mut n = cur.clone();
+                    n["subsets"] = ep["subsets"].clone();
+                    Ok((n, None))
+                },
+            )
             .await?;
         }
         Err(_) => ensure_one(reg, "", "endpoints", Some("default"), ep.clone()).await?,

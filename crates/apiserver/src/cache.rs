@@ -39,7 +39,9 @@ impl CachedObject {
     }
 
     pub fn namespace(&self) -> Option<&str> {
-        self.value.pointer("/metadata/namespace").and_then(|v| v.as_str())
+        self.value
+            .pointer("/metadata/namespace")
+            .and_then(|v| v.as_str())
     }
 }
 
@@ -116,13 +118,20 @@ impl Cache {
             let mut objects = BTreeMap::new();
             let mut start_after: Option<String> = None;
             loop {
-                let page = store.range(&prefix, start_after.as_deref(), 1000, Some(rev)).await?;
+                let page = store
+                    .range(&prefix, start_after.as_deref(), 1000, Some(rev))
+                    .await?;
                 for kv in &page.kvs {
                     match serde_json::from_slice::<Value>(&kv.value) {
                         Ok(v) => {
-                            objects.insert(kv.key.clone(), Arc::new(CachedObject::new(kv.key.clone(), kv.mod_revision, v)));
+                            objects.insert(
+                                kv.key.clone(),
+                                Arc::new(CachedObject::new(kv.key.clone(), kv.mod_revision, v)),
+                            );
                         }
-                        Err(e) => tracing::error!(key = %kv.key, error = %e, "skipping undecodable object in store"),
+                        Err(e) => {
+                            tracing::error!(key = %kv.key, error = %e, "skipping undecodable object in store")
+                        }
                     }
                 }
                 start_after = page.kvs.last().map(|kv| kv.key.clone());
@@ -145,7 +154,7 @@ impl Cache {
             prefixes.push((prefix.clone(), prefix));
         }
         // Longest prefix first so nested groups never shadow each other.
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         let (rv_tx, _) = watch::channel(rev);
         let cache = Arc::new(Cache {
             resources,
@@ -197,7 +206,11 @@ impl Cache {
                 Ok(v) => {
                     let obj = Arc::new(CachedObject::new(ev.kv.key.clone(), rev, v));
                     st.objects.insert(ev.kv.key.clone(), obj.clone());
-                    let ty = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                    let ty = if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
                     Some(CacheEvent { ty, obj, prev })
                 }
                 Err(e) => {
@@ -207,7 +220,10 @@ impl Cache {
             },
             EventKind::Delete => {
                 st.objects.remove(&ev.kv.key);
-                let last = prev.as_ref().map(|p| p.value.clone()).or_else(|| serde_json::from_slice(&ev.kv.value).ok());
+                let last = prev
+                    .as_ref()
+                    .map(|p| p.value.clone())
+                    .or_else(|| serde_json::from_slice(&ev.kv.value).ok());
                 last.map(|v| CacheEvent {
                     ty: EventType::Deleted,
                     obj: Arc::new(CachedObject::new(ev.kv.key.clone(), rev, v)),
@@ -237,7 +253,11 @@ impl Cache {
     /// Waits until the cache has applied `rev` (bounded), for consistent reads.
     pub async fn wait_for(&self, rev: Revision) -> bool {
         let mut rx = self.rv.subscribe();
-        let res = tokio::time::timeout(std::time::Duration::from_secs(3), rx.wait_for(|r| *r >= rev)).await;
+        let res = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            rx.wait_for(|r| *r >= rev),
+        )
+        .await;
         matches!(res, Ok(Ok(_)))
     }
 
@@ -261,7 +281,12 @@ impl Cache {
     }
 
     /// Starts a watch; Err(oldest) when `from` is older than the window.
-    pub fn subscribe(&self, rt: &ResourceType, start: WatchStart, prefix: &str) -> Result<Subscription, Revision> {
+    pub fn subscribe(
+        &self,
+        rt: &ResourceType,
+        start: WatchStart,
+        prefix: &str,
+    ) -> Result<Subscription, Revision> {
         let rc = self.resource(rt);
         let st = rc.state.lock().unwrap_or_else(|p| p.into_inner());
         let live = rc.tx.subscribe();
@@ -272,9 +297,19 @@ impl Cache {
                     .objects
                     .range(prefix.to_string()..)
                     .take_while(|(k, _)| k.starts_with(prefix))
-                    .map(|(_, o)| Arc::new(CacheEvent { ty: EventType::Added, obj: o.clone(), prev: None }))
+                    .map(|(_, o)| {
+                        Arc::new(CacheEvent {
+                            ty: EventType::Added,
+                            obj: o.clone(),
+                            prev: None,
+                        })
+                    })
                     .collect();
-                Ok(Subscription { backlog, live, start_rv: current })
+                Ok(Subscription {
+                    backlog,
+                    live,
+                    start_rv: current,
+                })
             }
             WatchStart::From(rv) => {
                 if rv < st.oldest {
@@ -286,7 +321,11 @@ impl Cache {
                     .filter(|e| e.obj.rv > rv && e.obj.key.starts_with(prefix))
                     .cloned()
                     .collect();
-                Ok(Subscription { backlog, live, start_rv: current.max(rv) })
+                Ok(Subscription {
+                    backlog,
+                    live,
+                    start_rv: current.max(rv),
+                })
             }
         }
     }

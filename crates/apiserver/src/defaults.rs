@@ -36,7 +36,11 @@ fn image_pull_policy(image: &str) -> &'static str {
 
 fn container_defaults(c: &mut Value) {
     let Some(c) = obj(c) else { return };
-    let image = c.get("image").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let image = c
+        .get("image")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
     set_default(c, "imagePullPolicy", json!(image_pull_policy(&image)));
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
@@ -107,10 +111,15 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
             // DefaultTolerationSeconds admission.
             let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
             if let Some(ts) = tolerations.as_array_mut() {
-                for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+                for key in [
+                    "node.kubernetes.io/not-ready",
+                    "node.kubernetes.io/unreachable",
+                ] {
                     let has = ts.iter().any(|t| {
                         t.get("key").and_then(|k| k.as_str()) == Some(key)
-                            && t.get("effect").and_then(|e| e.as_str()).is_none_or(|e| e == "NoExecute")
+                            && t.get("effect")
+                                .and_then(|e| e.as_str())
+                                .is_none_or(|e| e == "NoExecute")
                     });
                     if !has {
                         ts.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
@@ -166,8 +175,18 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
             template(spec);
         }
         ("batch", "Job") => {
-            let uid = root.get("metadata").and_then(|m| m.get("uid")).and_then(|u| u.as_str()).unwrap_or_default().to_string();
-            let name = root.get("metadata").and_then(|m| m.get("name")).and_then(|u| u.as_str()).unwrap_or_default().to_string();
+            let uid = root
+                .get("metadata")
+                .and_then(|m| m.get("uid"))
+                .and_then(|u| u.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let name = root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|u| u.as_str())
+                .unwrap_or_default()
+                .to_string();
             let spec = child(root, "spec");
             job_spec(spec, &uid, &name);
         }
@@ -177,7 +196,11 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
             set_default(spec, "suspend", json!(false));
             set_default(spec, "successfulJobsHistoryLimit", json!(3));
             set_default(spec, "failedJobsHistoryLimit", json!(1));
-            if let Some(js) = spec.get_mut("jobTemplate").and_then(|j| j.get_mut("spec")).and_then(|s| s.as_object_mut()) {
+            if let Some(js) = spec
+                .get_mut("jobTemplate")
+                .and_then(|j| j.get_mut("spec"))
+                .and_then(|s| s.as_object_mut())
+            {
                 set_default(js, "backoffLimit", json!(6));
                 set_default(js, "completionMode", json!("NonIndexed"));
                 set_default(js, "suspend", json!(false));
@@ -189,7 +212,11 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
             let spec = child(root, "spec");
             set_default(spec, "type", json!("ClusterIP"));
             set_default(spec, "sessionAffinity", json!("None"));
-            let ty = spec.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_string();
+            let ty = spec
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_string();
             if ty != "ExternalName" {
                 set_default(spec, "internalTrafficPolicy", json!("Cluster"));
             }
@@ -208,7 +235,12 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
             }
         }
         ("", "Namespace") => {
-            let name = root.get("metadata").and_then(|m| m.get("name")).and_then(|u| u.as_str()).unwrap_or_default().to_string();
+            let name = root
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|u| u.as_str())
+                .unwrap_or_default()
+                .to_string();
             let meta = child(root, "metadata");
             child(meta, "labels").insert("kubernetes.io/metadata.name".into(), json!(name));
             let spec = child(root, "spec");
@@ -232,7 +264,9 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
 }
 
 fn job_spec(spec: &mut Map<String, Value>, uid: &str, name: &str) {
-    if spec.get("completions").is_none_or(|v| v.is_null()) && spec.get("parallelism").is_none_or(|v| v.is_null()) {
+    if spec.get("completions").is_none_or(|v| v.is_null())
+        && spec.get("parallelism").is_none_or(|v| v.is_null())
+    {
         spec.insert("completions".into(), json!(1));
         spec.insert("parallelism".into(), json!(1));
     }
@@ -244,7 +278,10 @@ fn job_spec(spec: &mut Map<String, Value>, uid: &str, name: &str) {
     // Generated selector (manualSelector unset), like the upstream job strategy.
     if spec.get("manualSelector").and_then(|m| m.as_bool()) != Some(true) && !uid.is_empty() {
         if spec.get("selector").is_none_or(|s| s.is_null()) {
-            spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+            spec.insert(
+                "selector".into(),
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+            );
         }
         if let Some(t) = spec.get_mut("template").and_then(|t| t.as_object_mut()) {
             let meta = child(t, "metadata");
@@ -272,7 +309,10 @@ mod tests {
         assert_eq!(image_pull_policy("nginx:latest"), "Always");
         assert_eq!(image_pull_policy("nginx:1.27"), "IfNotPresent");
         assert_eq!(image_pull_policy("localhost:5000/busybox"), "Always");
-        assert_eq!(image_pull_policy("localhost:5000/busybox:1"), "IfNotPresent");
+        assert_eq!(
+            image_pull_policy("localhost:5000/busybox:1"),
+            "IfNotPresent"
+        );
     }
 
     #[test]
@@ -281,6 +321,9 @@ mod tests {
         apply("apps", "Deployment", &mut d);
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
-        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
     }
 }

@@ -14,9 +14,18 @@ fn scope(rt: &ResourceType) -> &'static str {
 
 fn sub_kind(rt: &ResourceType, sub: &str) -> (Value, Vec<&'static str>) {
     match sub {
-        "scale" => (json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}), vec!["get", "patch", "update"]),
-        "binding" => (json!({"group": "", "version": "v1", "kind": "Binding"}), vec!["create"]),
-        _ => (json!({"group": rt.group, "version": rt.version, "kind": rt.kind}), vec!["get", "patch", "update"]),
+        "scale" => (
+            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
+            vec!["get", "patch", "update"],
+        ),
+        "binding" => (
+            json!({"group": "", "version": "v1", "kind": "Binding"}),
+            vec!["create"],
+        ),
+        _ => (
+            json!({"group": rt.group, "version": rt.version, "kind": rt.kind}),
+            vec!["get", "patch", "update"],
+        ),
     }
 }
 
@@ -87,8 +96,14 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             out.push(s);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
+    )
 }
 
 fn aggregated_group(group: &str, discovery_version: &str) -> Value {
@@ -134,7 +149,10 @@ pub fn aggregated(core: bool, discovery_version: &str) -> Value {
     let items: Vec<Value> = if core {
         vec![aggregated_group("", discovery_version)]
     } else {
-        GROUPS.iter().map(|g| aggregated_group(g, discovery_version)).collect()
+        GROUPS
+            .iter()
+            .map(|g| aggregated_group(g, discovery_version))
+            .collect()
     };
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -174,7 +192,12 @@ mod tests {
     #[test]
     fn resource_list_has_subresources() {
         let l = api_resource_list("apps", "v1").unwrap();
-        let names: Vec<&str> = l["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"deployments/scale"));
         assert!(api_resource_list("nope", "v1").is_none());
     }

@@ -17,7 +17,7 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     /// (group, kind, name) for details, when the error is about an object.
-    pub details: Option<(String, String, String)>,
+    pub details: Option<Box<(String, String, String)>>,
     pub causes: Vec<Cause>,
     pub retry_after: Option<u64>,
 }
@@ -35,7 +35,11 @@ impl ApiError {
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.details = Some((group.to_string(), kind.to_string(), name.to_string()));
+        self.details = Some(Box::new((
+            group.to_string(),
+            kind.to_string(),
+            name.to_string(),
+        )));
         self
     }
 
@@ -132,7 +136,8 @@ impl ApiError {
         });
         if self.details.is_some() || !self.causes.is_empty() || self.retry_after.is_some() {
             let mut details = serde_json::Map::new();
-            if let Some((group, kind, name)) = &self.details {
+            if let Some(d) = &self.details {
+                let (group, kind, name) = &**d;
                 if !name.is_empty() {
                     details.insert("name".into(), json!(name));
                 }
@@ -175,7 +180,10 @@ impl From<bosun_store::StoreError> for ApiError {
     fn from(e: bosun_store::StoreError) -> Self {
         use bosun_store::StoreError as S;
         match e {
-            S::Compacted { requested, compacted } => ApiError::gone(format!(
+            S::Compacted {
+                requested,
+                compacted,
+            } => ApiError::gone(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
             S::FutureRevision(rv) => {

@@ -69,13 +69,23 @@ fn build_openapi() -> OpenApi {
             })
             .collect();
         let doc = bosun_openapi::group_version_document(&g, &v, &infos);
-        let key = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+        let key = if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        };
         let hash = bosun_openapi::content_hash(&doc);
-        docs.insert(key.clone(), Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
+        docs.insert(
+            key.clone(),
+            Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
+        );
         entries.push((key, hash));
     }
     let root = bosun_openapi::root_document(&entries);
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "built OpenAPI v3 documents");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "built OpenAPI v3 documents"
+    );
     OpenApi {
         root: Bytes::from(serde_json::to_vec(&root).unwrap_or_default()),
         docs,
@@ -87,7 +97,11 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 fn json_response(code: u16, v: &Value) -> Response<Body> {
-    bytes_response(code, "application/json", Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+    bytes_response(
+        code,
+        "application/json",
+        Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+    )
 }
 
 fn bytes_response(code: u16, ctype: &str, b: Bytes) -> Response<Body> {
@@ -96,7 +110,10 @@ fn bytes_response(code: u16, ctype: &str, b: Bytes) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(ctype) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);
     }
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     r
 }
 
@@ -128,7 +145,9 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(x) => {
                         out.push(x);
@@ -161,7 +180,10 @@ impl Query {
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(kk, _)| kk == k)
+            .map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, k: &str) -> bool {
@@ -169,7 +191,11 @@ impl Query {
     }
 }
 
-pub async fn handle(state: Arc<State>, req: Request<Incoming>, client_cert: bool) -> Response<Body> {
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    client_cert: bool,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
@@ -191,11 +217,20 @@ fn authenticated(state: &State, req: &Request<Incoming>, client_cert: bool) -> b
 
 async fn route(state: &Arc<State>, req: Request<Incoming>, client_cert: bool) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let path = if path.is_empty() { "/".to_string() } else { path };
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else {
+        path
+    };
     match path.as_str() {
         "/version" => return json_response(200, &version()),
-        "/healthz" | "/livez" | "/readyz" => return bytes_response(200, "text/plain; charset=utf-8", Bytes::from_static(b"ok")),
-        p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => {
+        "/healthz" | "/livez" | "/readyz" => {
+            return bytes_response(200, "text/plain; charset=utf-8", Bytes::from_static(b"ok"))
+        }
+        p if p.starts_with("/healthz/")
+            || p.starts_with("/livez/")
+            || p.starts_with("/readyz/") =>
+        {
             return bytes_response(200, "text/plain; charset=utf-8", Bytes::from_static(b"ok"))
         }
         _ => {}
@@ -203,8 +238,17 @@ async fn route(state: &Arc<State>, req: Request<Incoming>, client_cert: bool) ->
     if !authenticated(state, &req, client_cert) {
         return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
     }
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let segs: Vec<String> = path.trim_start_matches('/').split('/').map(percent_decode).collect();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
     let segs: Vec<&str> = segs.iter().map(|s| s.as_str()).collect();
     match segs.as_slice() {
         ["api"] => {
@@ -222,7 +266,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>, client_cert: bool) ->
         ["api", "v1"] => return opt_json(crate::discovery::api_resource_list("", "v1"), &path),
         ["apis", g] => return opt_json(crate::discovery::api_group(g), &path),
         ["apis", g, v] => return opt_json(crate::discovery::api_resource_list(g, v), &path),
-        ["openapi", "v3"] => return bytes_response(200, "application/json", state.openapi().root.clone()),
+        ["openapi", "v3"] => {
+            return bytes_response(200, "application/json", state.openapi().root.clone())
+        }
         ["openapi", "v3", rest @ ..] => {
             let key = rest.join("/");
             let oa = state.openapi();
@@ -247,7 +293,11 @@ async fn route(state: &Arc<State>, req: Request<Incoming>, client_cert: bool) ->
 
 fn not_found_path(path: &str) -> Response<Body> {
     let _ = path;
-    error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))
+    error_response(&ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    ))
 }
 
 fn opt_json(v: Option<Value>, path: &str) -> Response<Body> {
@@ -259,8 +309,13 @@ fn opt_json(v: Option<Value>, path: &str) -> Response<Body> {
 
 fn aggregated_response(doc: Value, v: &str) -> Response<Body> {
     let ct = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
-    let mut r = bytes_response(200, &ct, Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
-    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+    let mut r = bytes_response(
+        200,
+        &ct,
+        Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
+    );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
     r
 }
 
@@ -291,7 +346,13 @@ struct Target<'a> {
 }
 
 fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Target<'a>, ApiError> {
-    let nf = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let nf = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
     if !resources::group_exists(group, version) {
         return Err(nf());
     }
@@ -299,25 +360,67 @@ fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Targ
         if let Some(rt) = resources::find(group, version, rest[2]).filter(|r| r.namespaced) {
             let ns = Some(rest[1]);
             return match rest.len() {
-                3 => Ok(Target { rt, ns, name: None, sub: None }),
-                4 => Ok(Target { rt, ns, name: Some(rest[3]), sub: None }),
-                5 => Ok(Target { rt, ns, name: Some(rest[3]), sub: Some(rest[4]) }),
+                3 => Ok(Target {
+                    rt,
+                    ns,
+                    name: None,
+                    sub: None,
+                }),
+                4 => Ok(Target {
+                    rt,
+                    ns,
+                    name: Some(rest[3]),
+                    sub: None,
+                }),
+                5 => Ok(Target {
+                    rt,
+                    ns,
+                    name: Some(rest[3]),
+                    sub: Some(rest[4]),
+                }),
                 _ => Err(nf()),
             };
         }
     }
-    let rt = rest.first().and_then(|p| resources::find(group, version, p)).ok_or_else(nf)?;
+    let rt = rest
+        .first()
+        .and_then(|p| resources::find(group, version, p))
+        .ok_or_else(nf)?;
     match rest.len() {
-        1 => Ok(Target { rt, ns: None, name: None, sub: None }),
-        2 if !rt.namespaced => Ok(Target { rt, ns: None, name: Some(rest[1]), sub: None }),
-        3 if !rt.namespaced => Ok(Target { rt, ns: None, name: Some(rest[1]), sub: Some(rest[2]) }),
+        1 => Ok(Target {
+            rt,
+            ns: None,
+            name: None,
+            sub: None,
+        }),
+        2 if !rt.namespaced => Ok(Target {
+            rt,
+            ns: None,
+            name: Some(rest[1]),
+            sub: None,
+        }),
+        3 if !rt.namespaced => Ok(Target {
+            rt,
+            ns: None,
+            name: Some(rest[1]),
+            sub: Some(rest[2]),
+        }),
         _ => Err(nf()),
     }
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<(Option<String>, Bytes), ApiError> {
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.to_string());
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_string());
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > MAX_BODY {
             return Err(too_large());
         }
@@ -326,29 +429,48 @@ async fn read_body(req: Request<Incoming>) -> Result<(Option<String>, Bytes), Ap
     match body.collect().await {
         Ok(c) => Ok((ct, c.to_bytes())),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(too_large())
             } else {
-                Err(ApiError::bad_request(format!("error reading request body: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "error reading request body: {e}"
+                )))
             }
         }
     }
 }
 
 fn too_large() -> ApiError {
-    ApiError::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {MAX_BODY}"))
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        format!("Request entity too large: limit is {MAX_BODY}"),
+    )
 }
 
 fn media_type(ct: &Option<String>) -> String {
-    ct.as_deref().unwrap_or("application/json").split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    ct.as_deref()
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Decodes an object body by Content-Type; a missing type means JSON.
 fn decode_body(ct: &Option<String>, body: &[u8]) -> Result<Value, ApiError> {
     let mt = media_type(ct);
     match mt.as_str() {
-        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice::<Value>(body).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}"))),
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_yaml::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+        }
         "application/vnd.kubernetes.protobuf" => bosun_protobuf::decode(body)
             .map(|(_, _, v)| v)
             .map_err(|e| ApiError::bad_request(format!("unable to decode protobuf body: {e}"))),
@@ -364,14 +486,20 @@ fn wants_table(accept: &str) -> bool {
 }
 
 fn wants_partial_metadata(accept: &str) -> bool {
-    accept.split(',').any(|p| p.replace(' ', "").contains("as=PartialObjectMetadata"))
+    accept
+        .split(',')
+        .any(|p| p.replace(' ', "").contains("as=PartialObjectMetadata"))
 }
 
 fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     let dry_run = match q.get("dryRun") {
         None | Some("") => false,
         Some("All") => true,
-        Some(o) => return Err(ApiError::bad_request(format!("Invalid dryRun value: {o}; supported values: All"))),
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dryRun value: {o}; supported values: All"
+            )))
+        }
     };
     Ok(WriteOptions {
         dry_run,
@@ -379,7 +507,14 @@ fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     })
 }
 
-async fn resource_request(state: &Arc<State>, req: Request<Incoming>, group: &str, version: &str, rest: &[&str], accept: &str) -> Response<Body> {
+async fn resource_request(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    accept: &str,
+) -> Response<Body> {
     let t = match parse_target(group, version, rest) {
         Ok(t) => t,
         Err(e) => return error_response(&e),
@@ -392,14 +527,25 @@ async fn resource_request(state: &Arc<State>, req: Request<Incoming>, group: &st
     }
 }
 
-async fn verb(state: &Arc<State>, req: Request<Incoming>, t: &Target<'_>, q: &Query, method: &Method, accept: &str) -> Result<Response<Body>, ApiError> {
+async fn verb(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    t: &Target<'_>,
+    q: &Query,
+    method: &Method,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
     let reg = &state.registry;
     let rt = t.rt;
     let ns = if rt.namespaced { t.ns } else { None };
     if let Some(sub) = t.sub {
         let ok = rt.has_subresource(sub) || (rt.kind == "Namespace" && sub == "finalize");
         if !ok {
-            return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
         }
     }
     match (t.name, method) {
@@ -416,7 +562,9 @@ async fn verb(state: &Arc<State>, req: Request<Incoming>, t: &Target<'_>, q: &Qu
             let (ct, body) = read_body(req).await?;
             let obj = decode_body(&ct, &body)?;
             if rt.namespaced && t.ns.is_none() {
-                return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
             }
             let (o, warnings) = reg.create(rt, ns, obj, &opts).await?;
             Ok(with_warnings(json_response(201, &o), &warnings))
@@ -428,7 +576,11 @@ async fn verb(state: &Arc<State>, req: Request<Incoming>, t: &Target<'_>, q: &Qu
             let res = reg.list(rt, t.ns, &opts).await?;
             let mut items = Vec::new();
             for o in &res.items {
-                let name = o.value.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default();
+                let name = o
+                    .value
+                    .pointer("/metadata/name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default();
                 let ons = o.namespace().map(|s| s.to_string());
                 match reg.delete(rt, ons.as_deref(), name, &dopts).await {
                     Ok(v) => items.push(v),
@@ -436,7 +588,10 @@ async fn verb(state: &Arc<State>, req: Request<Incoming>, t: &Target<'_>, q: &Qu
                     Err(e) => return Err(e),
                 }
             }
-            Ok(json_response(200, &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": {}, "items": items})))
+            Ok(json_response(
+                200,
+                &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": {}, "items": items}),
+            ))
         }
         (Some(name), &Method::GET) => match t.sub {
             Some("scale") => {
@@ -447,7 +602,14 @@ async fn verb(state: &Arc<State>, req: Request<Incoming>, t: &Target<'_>, q: &Qu
                 let o = reg.get(rt, ns, name).await?;
                 if wants_table(accept) && t.sub.is_none() {
                     let obj = Arc::new(CachedObject::new(String::new(), rv_of(&o), o));
-                    let table = table(rt, &[obj], &rv_of_str(&Value::Null), None, include_object(q), true);
+                    let table = table(
+                        rt,
+                        &[obj],
+                        &rv_of_str(&Value::Null),
+                        None,
+                        include_object(q),
+                        true,
+                    );
                     return Ok(json_response(200, &table));
                 }
                 if wants_partial_metadata(accept) {
@@ -477,7 +639,10 @@ async fn verb(state: &Arc<State>, req: Request<Incoming>, t: &Target<'_>, q: &Qu
                     Ok(json_response(200, &s))
                 }
                 Some("finalize") => {
-                    let fins = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                    let fins = obj
+                        .pointer("/spec/finalizers")
+                        .cloned()
+                        .unwrap_or(json!([]));
                     let (o, _) = reg
                         .guaranteed_update(rt, None, name, &opts, |cur| {
                             let mut n = cur.clone();
@@ -498,12 +663,20 @@ async fn verb(state: &Arc<State>, req: Request<Incoming>, t: &Target<'_>, q: &Qu
             let (ct, body) = read_body(req).await?;
             let mt = media_type(&ct);
             if mt == "application/apply-patch+yaml" {
-                return Err(ApiError::unsupported_media_type("application/apply-patch+yaml (server-side apply is not supported yet)"));
+                return Err(ApiError::unsupported_media_type(
+                    "application/apply-patch+yaml (server-side apply is not supported yet)",
+                ));
             }
-            if !matches!(mt.as_str(), "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json") {
+            if !matches!(
+                mt.as_str(),
+                "application/json-patch+json"
+                    | "application/merge-patch+json"
+                    | "application/strategic-merge-patch+json"
+            ) {
                 return Err(ApiError::unsupported_media_type(&mt));
             }
-            let patch: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let patch: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             match t.sub {
                 Some("scale") => {
                     let scale_rt = ScaleType;
@@ -522,21 +695,30 @@ async fn verb(state: &Arc<State>, req: Request<Incoming>, t: &Target<'_>, q: &Qu
             let (ct, body) = read_body(req).await?;
             let dopts = delete_options(q, &ct, &body)?;
             let o = reg.delete(rt, ns, name, &dopts).await?;
-            if o.pointer("/metadata/deletionTimestamp").is_some() && exists(reg, rt, ns, name).await {
+            if o.pointer("/metadata/deletionTimestamp").is_some() && exists(reg, rt, ns, name).await
+            {
                 return Ok(json_response(200, &o));
             }
-            Ok(json_response(200, &json!({
-                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": o.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)},
-            })))
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                    "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": o.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)},
+                }),
+            ))
         }
         (Some(name), &Method::POST) if t.sub == Some("binding") => {
             let (ct, body) = read_body(req).await?;
             let b = decode_body(&ct, &body)?;
             reg.bind(ns, name, &b).await?;
-            Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(json_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
     }
 }
 
@@ -552,7 +734,9 @@ impl ScaleType {
         match mt {
             "application/json-patch+json" => bosun_patch::json_patch(cur, patch).map_err(bad),
             "application/merge-patch+json" => bosun_patch::merge_patch(cur, patch).map_err(bad),
-            _ => bosun_patch::strategic_merge_patch(cur, patch, "autoscaling", "Scale").map_err(bad),
+            _ => {
+                bosun_patch::strategic_merge_patch(cur, patch, "autoscaling", "Scale").map_err(bad)
+            }
         }
     }
 }
@@ -565,15 +749,31 @@ fn delete_options(q: &Query, ct: &Option<String>, body: &[u8]) -> Result<DeleteO
         decode_body(ct, body)?
     };
     o.grace_period = b.get("gracePeriodSeconds").and_then(|v| v.as_i64());
-    o.propagation = b.get("propagationPolicy").and_then(|v| v.as_str()).map(String::from);
-    if b.get("orphanDependents").and_then(|v| v.as_bool()) == Some(true) && o.propagation.is_none() {
+    o.propagation = b
+        .get("propagationPolicy")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    if b.get("orphanDependents").and_then(|v| v.as_bool()) == Some(true) && o.propagation.is_none()
+    {
         o.propagation = Some("Orphan".into());
     }
-    o.precondition_uid = b.pointer("/preconditions/uid").and_then(|v| v.as_str()).map(String::from);
-    o.precondition_rv = b.pointer("/preconditions/resourceVersion").and_then(|v| v.as_str()).map(String::from);
-    o.dry_run = b.get("dryRun").and_then(|v| v.as_array()).is_some_and(|a| a.iter().any(|x| x == "All"));
+    o.precondition_uid = b
+        .pointer("/preconditions/uid")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    o.precondition_rv = b
+        .pointer("/preconditions/resourceVersion")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    o.dry_run = b
+        .get("dryRun")
+        .and_then(|v| v.as_array())
+        .is_some_and(|a| a.iter().any(|x| x == "All"));
     if let Some(g) = q.get("gracePeriodSeconds") {
-        o.grace_period = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?);
+        o.grace_period = Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
+        );
     }
     if let Some(p) = q.get("propagationPolicy") {
         o.propagation = Some(p.to_string());
@@ -599,21 +799,33 @@ fn list_options(rt: &ResourceType, q: &Query) -> Result<ListOptions, ApiError> {
         _ => None,
     };
     let limit = match q.get("limit") {
-        Some(l) if !l.is_empty() => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?.max(0) as usize,
+        Some(l) if !l.is_empty() => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?
+            .max(0) as usize,
         _ => 0,
     };
     Ok(ListOptions {
         label_selector,
         field_selector,
         limit,
-        continue_token: q.get("continue").filter(|c| !c.is_empty()).map(String::from),
+        continue_token: q
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(String::from),
         resource_version: q.get("resourceVersion").map(String::from),
-        resource_version_match: q.get("resourceVersionMatch").filter(|c| !c.is_empty()).map(String::from),
+        resource_version_match: q
+            .get("resourceVersionMatch")
+            .filter(|c| !c.is_empty())
+            .map(String::from),
     })
 }
 
 fn rv_of(o: &Value) -> i64 {
-    o.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()).unwrap_or(0)
+    o.pointer("/metadata/resourceVersion")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn rv_of_str(_: &Value) -> String {
@@ -639,12 +851,20 @@ fn partial(o: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata").cloned().unwrap_or(json!({}))})
 }
 
-fn table(rt: &ResourceType, items: &[Arc<CachedObject>], rv: &str, cont: Option<&str>, inc: IncludeObject, with_columns: bool) -> Value {
+fn table(
+    rt: &ResourceType,
+    items: &[Arc<CachedObject>],
+    rv: &str,
+    cont: Option<&str>,
+    inc: IncludeObject,
+    with_columns: bool,
+) -> Value {
     let now = chrono::Utc::now();
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
-            let mut row = json!({"cells": bosun_tables::row_cells(rt.group, rt.plural, &o.value, now)});
+            let mut row =
+                json!({"cells": bosun_tables::row_cells(rt.group, rt.plural, &o.value, now)});
             match inc {
                 IncludeObject::None => {}
                 IncludeObject::Metadata => row["object"] = partial(&o.value),
@@ -660,14 +880,33 @@ fn table(rt: &ResourceType, items: &[Arc<CachedObject>], rv: &str, cont: Option<
     if let Some(c) = cont {
         meta["continue"] = json!(c);
     }
-    let cols = if with_columns { bosun_tables::column_definitions(rt.group, rt.plural) } else { vec![] };
+    let cols = if with_columns {
+        bosun_tables::column_definitions(rt.group, rt.plural)
+    } else {
+        vec![]
+    };
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": cols, "rows": rows})
 }
 
-fn list_response(rt: &ResourceType, res: &crate::registry::ListResult, accept: &str, q: &Query) -> Response<Body> {
+fn list_response(
+    rt: &ResourceType,
+    res: &crate::registry::ListResult,
+    accept: &str,
+    q: &Query,
+) -> Response<Body> {
     let rv = res.rv.to_string();
     if wants_table(accept) {
-        return json_response(200, &table(rt, &res.items, &rv, res.continue_token.as_deref(), include_object(q), true));
+        return json_response(
+            200,
+            &table(
+                rt,
+                &res.items,
+                &rv,
+                res.continue_token.as_deref(),
+                include_object(q),
+                true,
+            ),
+        );
     }
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = &res.continue_token {
@@ -678,7 +917,10 @@ fn list_response(rt: &ResourceType, res: &crate::registry::ListResult, accept: &
     }
     if wants_partial_metadata(accept) {
         let items: Vec<Value> = res.items.iter().map(|o| partial(&o.value)).collect();
-        return json_response(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}));
+        return json_response(
+            200,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+        );
     }
     // Splice the cached encodings instead of re-serializing every object.
     let head = json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta});
@@ -701,16 +943,28 @@ enum Mode {
     Partial,
 }
 
-fn encode_event(rt: &ResourceType, ty: &str, obj: &CachedObject, mode: &Mode, first: &mut bool) -> Bytes {
+fn encode_event(
+    rt: &ResourceType,
+    ty: &str,
+    obj: &CachedObject,
+    mode: &Mode,
+    first: &mut bool,
+) -> Bytes {
     let mut out = Vec::with_capacity(obj.json().len() + 32);
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(ty.as_bytes());
     out.extend_from_slice(b"\",\"object\":");
     match mode {
         Mode::Json => out.extend_from_slice(obj.json()),
-        Mode::Partial => out.extend_from_slice(&serde_json::to_vec(&partial(&obj.value)).unwrap_or_default()),
+        Mode::Partial => {
+            out.extend_from_slice(&serde_json::to_vec(&partial(&obj.value)).unwrap_or_default())
+        }
         Mode::Table(inc) => {
-            let single = Arc::new(CachedObject::new(obj.key.clone(), obj.rv, obj.value.clone()));
+            let single = Arc::new(CachedObject::new(
+                obj.key.clone(),
+                obj.rv,
+                obj.value.clone(),
+            ));
             let t = table(rt, &[single], &obj.rv.to_string(), None, *inc, *first);
             *first = false;
             out.extend_from_slice(&serde_json::to_vec(&t).unwrap_or_default());
@@ -731,7 +985,11 @@ impl WatchFilter {
             return false;
         }
         if let Some(ls) = &self.opts.label_selector {
-            if !ls.matches(o.value.pointer("/metadata/labels").and_then(|l| l.as_object())) {
+            if !ls.matches(
+                o.value
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.as_object()),
+            ) {
                 return false;
             }
         }
@@ -763,7 +1021,13 @@ impl WatchFilter {
     }
 }
 
-async fn watch(state: &Arc<State>, rt: &'static ResourceType, ns: Option<&str>, q: &Query, accept: &str) -> Result<Response<Body>, ApiError> {
+async fn watch(
+    state: &Arc<State>,
+    rt: &'static ResourceType,
+    ns: Option<&str>,
+    q: &Query,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
     let mut opts = list_options(rt, q)?;
     opts.limit = 0;
     let prefix = match ns {
@@ -774,9 +1038,18 @@ async fn watch(state: &Arc<State>, rt: &'static ResourceType, ns: Option<&str>, 
     let start = match q.get("resourceVersion") {
         None | Some("") | Some("0") => WatchStart::Now,
         Some(rv) => {
-            let rv: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+            let rv: i64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
             if rv > cache.current_rv() && !cache.wait_for(rv).await {
-                let mut e = ApiError::new(504, "Timeout", format!("Too large resource version: {rv}, current: {}", cache.current_rv()));
+                let mut e = ApiError::new(
+                    504,
+                    "Timeout",
+                    format!(
+                        "Too large resource version: {rv}, current: {}",
+                        cache.current_rv()
+                    ),
+                );
                 e.retry_after = Some(1);
                 return Err(e);
             }
@@ -796,12 +1069,16 @@ async fn watch(state: &Arc<State>, rt: &'static ResourceType, ns: Option<&str>, 
     } else {
         Mode::Json
     };
-    let filter = WatchFilter { prefix: prefix.clone(), opts };
+    let filter = WatchFilter {
+        prefix: prefix.clone(),
+        opts,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
     match cache.subscribe(rt, start, &prefix) {
         Err(oldest) => {
             let rv = q.get("resourceVersion").unwrap_or_default();
-            let st = ApiError::gone(format!("too old resource version: {rv} ({oldest})")).status_json();
+            let st =
+                ApiError::gone(format!("too old resource version: {rv} ({oldest})")).status_json();
             let ev = json!({"type": "ERROR", "object": st});
             let mut line = serde_json::to_vec(&ev).unwrap_or_default();
             line.push(b'\n');
@@ -814,7 +1091,13 @@ async fn watch(state: &Arc<State>, rt: &'static ResourceType, ns: Option<&str>, 
                 for e in &sub.backlog {
                     if let Some(ty) = filter.translate(e) {
                         last_rv = last_rv.max(e.obj.rv);
-                        if tx.send(Ok(Frame::data(encode_event(rt, ty, &e.obj, &mode, &mut first)))).await.is_err() {
+                        if tx
+                            .send(Ok(Frame::data(encode_event(
+                                rt, ty, &e.obj, &mode, &mut first,
+                            ))))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -854,8 +1137,14 @@ async fn watch(state: &Arc<State>, rt: &'static ResourceType, ns: Option<&str>, 
     }
     let stream = tokio_stream_from(rx);
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(r)
 }
 
@@ -871,7 +1160,9 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        let q = Query::parse(Some("fieldSelector=metadata.name%3Dx&labelSelector=a+in+(b)&x=%ZZ"));
+        let q = Query::parse(Some(
+            "fieldSelector=metadata.name%3Dx&labelSelector=a+in+(b)&x=%ZZ",
+        ));
         assert_eq!(q.get("fieldSelector"), Some("metadata.name=x"));
         assert_eq!(q.get("labelSelector"), Some("a in (b)"));
         assert_eq!(q.get("x"), Some("%ZZ"));
@@ -880,7 +1171,10 @@ mod tests {
     #[test]
     fn targets() {
         let t = parse_target("", "v1", &["namespaces", "default", "pods", "p", "status"]).unwrap();
-        assert_eq!((t.rt.plural, t.ns, t.name, t.sub), ("pods", Some("default"), Some("p"), Some("status")));
+        assert_eq!(
+            (t.rt.plural, t.ns, t.name, t.sub),
+            ("pods", Some("default"), Some("p"), Some("status"))
+        );
         let t = parse_target("", "v1", &["namespaces", "default"]).unwrap();
         assert_eq!((t.rt.plural, t.name), ("namespaces", Some("default")));
         let t = parse_target("", "v1", &["namespaces", "x", "finalize"]).unwrap();

@@ -82,7 +82,9 @@ pub fn now_rfc3339() -> String {
 }
 
 fn meta_str<'a>(o: &'a Value, f: &str) -> Option<&'a str> {
-    o.get("metadata").and_then(|m| m.get(f)).and_then(|v| v.as_str())
+    o.get("metadata")
+        .and_then(|m| m.get(f))
+        .and_then(|v| v.as_str())
 }
 
 fn set_meta(o: &mut Value, f: &str, v: Value) {
@@ -101,7 +103,11 @@ fn remove_meta(o: &mut Value, f: &str) {
 fn finalizers(o: &Value) -> Vec<String> {
     o.pointer("/metadata/finalizers")
         .and_then(|f| f.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -162,8 +168,12 @@ fn encode_continue(rv: Revision, start_after: &str) -> String {
 }
 
 fn decode_continue(s: &str) -> Result<(Revision, String), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::URL_SAFE.decode(s).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(s)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v.get("rv").and_then(|r| r.as_i64()).ok_or_else(bad)?;
     let start = v.get("start").and_then(|r| r.as_str()).ok_or_else(bad)?;
@@ -197,10 +207,21 @@ impl Registry {
         if let Some(svc) = resources::find("", "v1", "services") {
             let (_, items) = cache.list(svc, &svc.key_prefix());
             for o in items {
-                if let Some(ip) = o.value.pointer("/spec/clusterIP").and_then(|v| v.as_str()).and_then(ip_to_u32) {
+                if let Some(ip) = o
+                    .value
+                    .pointer("/spec/clusterIP")
+                    .and_then(|v| v.as_str())
+                    .and_then(ip_to_u32)
+                {
                     alloc.cluster_ips.insert(ip);
                 }
-                for p in o.value.pointer("/spec/ports").and_then(|p| p.as_array()).into_iter().flatten() {
+                for p in o
+                    .value
+                    .pointer("/spec/ports")
+                    .and_then(|p| p.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(np) = p.get("nodePort").and_then(|n| n.as_u64()) {
                         alloc.node_ports.insert(np as u16);
                     }
@@ -214,7 +235,12 @@ impl Registry {
         }
     }
 
-    pub async fn get(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    pub async fn get(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let key = rt.key(ns, name);
         match self.store.get(&key).await? {
             Some(kv) => decode_kv(&kv),
@@ -222,7 +248,12 @@ impl Registry {
         }
     }
 
-    pub async fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOptions) -> Result<ListResult, ApiError> {
+    pub async fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
         let prefix = match ns {
             Some(ns) if rt.namespaced => rt.namespace_prefix(ns),
             _ => rt.key_prefix(),
@@ -230,10 +261,19 @@ impl Registry {
         let exact = opts.resource_version_match.as_deref() == Some("Exact");
         if let Some(m) = opts.resource_version_match.as_deref() {
             if !matches!(m, "Exact" | "NotOlderThan") {
-                return Err(ApiError::bad_request(format!("resourceVersionMatch: Unsupported value: \"{m}\"")));
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch: Unsupported value: \"{m}\""
+                )));
             }
-            if opts.resource_version.as_deref().unwrap_or_default().is_empty() {
-                return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
+            if opts
+                .resource_version
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
             }
         }
         // Continuation and exact reads are served from the store at the
@@ -255,14 +295,25 @@ impl Registry {
                 // Consistent read: the cache must have caught up with the store.
                 let cur = self.store.current_revision().await?;
                 if !self.cache.wait_for(cur).await {
-                    return Err(ApiError::new(504, "Timeout", "Too large resource version: the watch cache is behind the store"));
+                    return Err(ApiError::new(
+                        504,
+                        "Timeout",
+                        "Too large resource version: the watch cache is behind the store",
+                    ));
                 }
             }
             Some("0") => {}
             Some(rv) => {
                 let rv = parse_rv(rv)?;
                 if !self.cache.wait_for(rv).await {
-                    let mut e = ApiError::new(504, "Timeout", format!("Too large resource version: {rv}, current: {}", self.cache.current_rv()));
+                    let mut e = ApiError::new(
+                        504,
+                        "Timeout",
+                        format!(
+                            "Too large resource version: {rv}, current: {}",
+                            self.cache.current_rv()
+                        ),
+                    );
                     e.retry_after = Some(1);
                     return Err(e);
                 }
@@ -276,7 +327,10 @@ impl Registry {
             }
             _ => self.cache.list(rt, &prefix),
         };
-        let filtered: Vec<_> = all.into_iter().filter(|o| matches(&o.value, opts)).collect();
+        let filtered: Vec<_> = all
+            .into_iter()
+            .filter(|o| matches(&o.value, opts))
+            .collect();
         if opts.limit > 0 && filtered.len() > opts.limit {
             let remaining = (filtered.len() - opts.limit) as i64;
             let items: Vec<_> = filtered.into_iter().take(opts.limit).collect();
@@ -296,10 +350,20 @@ impl Registry {
         })
     }
 
-    async fn list_from_store(&self, prefix: &str, rv: Revision, mut start_after: Option<String>, opts: &ListOptions) -> Result<ListResult, ApiError> {
+    async fn list_from_store(
+        &self,
+        prefix: &str,
+        rv: Revision,
+        mut start_after: Option<String>,
+        opts: &ListOptions,
+    ) -> Result<ListResult, ApiError> {
         let mut items = Vec::new();
         loop {
-            let want = if opts.limit > 0 { opts.limit - items.len() } else { 0 };
+            let want = if opts.limit > 0 {
+                opts.limit - items.len()
+            } else {
+                0
+            };
             let page = self
                 .store
                 .range(prefix, start_after.as_deref(), want.max(if opts.limit > 0 { 1 } else { 0 }), Some(rv))
@@ -320,7 +384,12 @@ impl Registry {
             }
             start_after = page.kvs.last().map(|k| k.key.clone());
             if !page.more {
-                return Ok(ListResult { rv, items, continue_token: None, remaining: None });
+                return Ok(ListResult {
+                    rv,
+                    items,
+                    continue_token: None,
+                    remaining: None,
+                });
             }
             if opts.limit > 0 && items.len() >= opts.limit {
                 let last = start_after.unwrap_or_default();
@@ -335,12 +404,27 @@ impl Registry {
     }
 
     /// Checks apiVersion/kind/namespace of a body against the endpoint.
-    fn check_type(&self, rt: &ResourceType, ns: Option<&str>, o: &mut Value) -> Result<(), ApiError> {
+    fn check_type(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        o: &mut Value,
+    ) -> Result<(), ApiError> {
         if !o.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
         }
-        let av = o.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        let kind = o.get("kind").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let av = o
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let kind = o
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
         if !av.is_empty() && av != rt.api_version() {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({av}) does not match the expected API version ({})",
@@ -373,7 +457,13 @@ impl Registry {
     }
 
     /// Decodes through the typed form, applying the field validation mode.
-    fn typed(&self, rt: &ResourceType, o: &Value, fv: FieldValidation, warnings: &mut Vec<String>) -> Result<Value, ApiError> {
+    fn typed(
+        &self,
+        rt: &ResourceType,
+        o: &Value,
+        fv: FieldValidation,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value, ApiError> {
         let d = crate::typed::decode(rt.group, rt.kind, o).map_err(|e| {
             ApiError::bad_request(format!(
                 "{} in version \"{}\" cannot be handled as a {}: {e}",
@@ -383,10 +473,17 @@ impl Registry {
         if !d.unknown_fields.is_empty() {
             match fv {
                 FieldValidation::Strict => {
-                    let list: Vec<String> = d.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                    let list: Vec<String> = d
+                        .unknown_fields
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect();
                     return Err(ApiError::bad_request(format!(
                         "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                        rt.kind, rt.version, rt.kind, list.join(", ")
+                        rt.kind,
+                        rt.version,
+                        rt.kind,
+                        list.join(", ")
                     )));
                 }
                 FieldValidation::Warn => {
@@ -405,7 +502,8 @@ impl Registry {
             return Ok(());
         }
         let ns = ns.unwrap_or("default");
-        let nsrt = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
+        let nsrt = resources::find("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("no namespaces"))?;
         match self.store.get(&nsrt.key(None, ns)).await? {
             None => Err(ApiError::not_found("", "namespaces", ns)),
             Some(kv) => {
@@ -424,7 +522,13 @@ impl Registry {
         }
     }
 
-    pub async fn create(&self, rt: &ResourceType, ns: Option<&str>, mut o: Value, opts: &WriteOptions) -> Result<(Value, Vec<String>), ApiError> {
+    pub async fn create(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        mut o: Value,
+        opts: &WriteOptions,
+    ) -> Result<(Value, Vec<String>), ApiError> {
         let mut warnings = Vec::new();
         self.check_type(rt, ns, &mut o)?;
         let mut o = self.typed(rt, &o, opts.field_validation, &mut warnings)?;
@@ -438,7 +542,12 @@ impl Registry {
         let name = meta_str(&o, "name").unwrap_or_default().to_string();
         set_meta(&mut o, "uid", json!(uuid::Uuid::new_v4().to_string()));
         set_meta(&mut o, "creationTimestamp", json!(now_rfc3339()));
-        for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for f in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             remove_meta(&mut o, f);
         }
         if rt.tracks_generation() {
@@ -470,7 +579,9 @@ impl Registry {
             Err(e) => {
                 self.release_allocations(&allocated);
                 match e {
-                    StoreError::AlreadyExists(_) => Err(ApiError::already_exists(rt.group, rt.plural, &name)),
+                    StoreError::AlreadyExists(_) => {
+                        Err(ApiError::already_exists(rt.group, rt.plural, &name))
+                    }
                     other => Err(other.into()),
                 }
             }
@@ -481,10 +592,14 @@ impl Registry {
     async fn on_create(&self, rt: &ResourceType, o: &mut Value) -> Result<(), ApiError> {
         match (rt.group, rt.kind) {
             ("", "Pod") => {
-                let pc = o.pointer("/spec/priorityClassName").and_then(|v| v.as_str()).map(String::from);
+                let pc = o
+                    .pointer("/spec/priorityClassName")
+                    .and_then(|v| v.as_str())
+                    .map(String::from);
                 let mut priority = 0i64;
                 if let Some(pc) = pc.filter(|p| !p.is_empty()) {
-                    let pcrt = resources::find("scheduling.k8s.io", "v1", "priorityclasses").ok_or_else(|| ApiError::internal("no priorityclasses"))?;
+                    let pcrt = resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+                        .ok_or_else(|| ApiError::internal("no priorityclasses"))?;
                     match self.store.get(&pcrt.key(None, &pc)).await? {
                         Some(kv) => {
                             let v = decode_kv(&kv)?;
@@ -493,12 +608,10 @@ impl Registry {
                                 o["spec"]["preemptionPolicy"] = pp;
                             }
                         }
-                        None => {
-                            return Err(ApiError::forbidden(format!(
-                                "pods \"{}\" is forbidden: no PriorityClass with name {pc} was found",
-                                meta_str(o, "name").unwrap_or_default()
-                            )))
-                        }
+                        None => return Err(ApiError::forbidden(format!(
+                            "pods \"{}\" is forbidden: no PriorityClass with name {pc} was found",
+                            meta_str(o, "name").unwrap_or_default()
+                        ))),
                     }
                 }
                 o["spec"]["priority"] = json!(priority);
@@ -512,16 +625,29 @@ impl Registry {
         Ok(())
     }
 
-    fn allocate(&self, rt: &ResourceType, o: &mut Value, old: Option<&Value>) -> Result<Vec<Alloc>, ApiError> {
-        if rt.kind != "Service" || rt.group != "" {
+    fn allocate(
+        &self,
+        rt: &ResourceType,
+        o: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<Vec<Alloc>, ApiError> {
+        if rt.kind != "Service" || !rt.group.is_empty() {
             return Ok(vec![]);
         }
         let name = meta_str(o, "name").unwrap_or_default().to_string();
         let mut done = Vec::new();
         let mut alloc = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
-        let ty = o.pointer("/spec/type").and_then(|t| t.as_str()).unwrap_or("ClusterIP").to_string();
+        let ty = o
+            .pointer("/spec/type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("ClusterIP")
+            .to_string();
         if ty != "ExternalName" && old.is_none() {
-            let want = o.pointer("/spec/clusterIP").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let want = o
+                .pointer("/spec/clusterIP")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
             if want != "None" {
                 let ip = if want.is_empty() {
                     // Skip .0 (network) and .1 (the kubernetes service).
@@ -538,9 +664,22 @@ impl Registry {
                             break;
                         }
                     }
-                    found.ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?
+                    found.ok_or_else(|| {
+                        ApiError::internal("failed to allocate a serviceIP: range is full")
+                    })?
                 } else {
-                    let ip = ip_to_u32(&want).ok_or_else(|| ApiError::invalid("", "Service", &name, vec![field_cause("spec.clusterIPs[0]", "FieldValueInvalid", format!("Invalid value: \"{want}\": must be a valid IP address"))]))?;
+                    let ip = ip_to_u32(&want).ok_or_else(|| {
+                        ApiError::invalid(
+                            "",
+                            "Service",
+                            &name,
+                            vec![field_cause(
+                                "spec.clusterIPs[0]",
+                                "FieldValueInvalid",
+                                format!("Invalid value: \"{want}\": must be a valid IP address"),
+                            )],
+                        )
+                    })?;
                     if ip & 0xffff_0000 != SERVICE_CIDR_BASE {
                         return Err(ApiError::invalid("", "Service", &name, vec![field_cause("spec.clusterIPs", "FieldValueInvalid", format!("Invalid value: []string{{\"{want}\"}}: failed to allocate IP {want}: the provided IP ({want}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"))]));
                     }
@@ -564,7 +703,16 @@ impl Registry {
             let old_ports: Vec<(i64, u16)> = old
                 .and_then(|o| o.pointer("/spec/ports"))
                 .and_then(|p| p.as_array())
-                .map(|a| a.iter().filter_map(|p| Some((p.get("port")?.as_i64()?, p.get("nodePort")?.as_u64()? as u16))).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| {
+                            Some((
+                                p.get("port")?.as_i64()?,
+                                p.get("nodePort")?.as_u64()? as u16,
+                            ))
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             if let Some(ports) = o.pointer_mut("/spec/ports").and_then(|p| p.as_array_mut()) {
                 for p in ports {
@@ -620,14 +768,23 @@ impl Registry {
     }
 
     fn release_object(&self, rt: &ResourceType, o: &Value) {
-        if rt.kind != "Service" || rt.group != "" {
+        if rt.kind != "Service" || !rt.group.is_empty() {
             return;
         }
         let mut allocs = Vec::new();
-        if let Some(ip) = o.pointer("/spec/clusterIP").and_then(|v| v.as_str()).and_then(ip_to_u32) {
+        if let Some(ip) = o
+            .pointer("/spec/clusterIP")
+            .and_then(|v| v.as_str())
+            .and_then(ip_to_u32)
+        {
             allocs.push(Alloc::Ip(ip));
         }
-        for p in o.pointer("/spec/ports").and_then(|p| p.as_array()).into_iter().flatten() {
+        for p in o
+            .pointer("/spec/ports")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let Some(np) = p.get("nodePort").and_then(|n| n.as_u64()) {
                 allocs.push(Alloc::Port(np as u16));
             }
@@ -637,7 +794,14 @@ impl Registry {
 
     /// Read-modify-write with retries on store conflicts. `precondition` is a
     /// client-supplied resourceVersion that must match (409 otherwise).
-    pub async fn guaranteed_update<F>(&self, rt: &ResourceType, ns: Option<&str>, name: &str, opts: &WriteOptions, mut f: F) -> Result<(Value, Vec<String>), ApiError>
+    pub async fn guaranteed_update<F>(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        opts: &WriteOptions,
+        mut f: F,
+    ) -> Result<(Value, Vec<String>), ApiError>
     where
         F: FnMut(&Value) -> Result<(Value, Option<String>), ApiError>,
     {
@@ -654,7 +818,13 @@ impl Registry {
                 }
             }
             // Immutable metadata.
-            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match cur.get("metadata").and_then(|m| m.get(f)) {
                     Some(v) => set_meta(&mut new, f, v.clone()),
                     None => remove_meta(&mut new, f),
@@ -667,10 +837,17 @@ impl Registry {
                 )));
             }
             if rt.tracks_generation() && spec_of(&new) != spec_of(&cur) {
-                let g = cur.pointer("/metadata/generation").and_then(|g| g.as_i64()).unwrap_or(0);
+                let g = cur
+                    .pointer("/metadata/generation")
+                    .and_then(|g| g.as_i64())
+                    .unwrap_or(0);
                 set_meta(&mut new, "generation", json!(g + 1));
             }
-            set_meta(&mut new, "resourceVersion", json!(kv.mod_revision.to_string()));
+            set_meta(
+                &mut new,
+                "resourceVersion",
+                json!(kv.mod_revision.to_string()),
+            );
             if new == cur {
                 return Ok((cur, vec![]));
             }
@@ -685,7 +862,13 @@ impl Registry {
             let gone = meta_str(&new, "deletionTimestamp").is_some()
                 && finalizers(&new).is_empty()
                 && !(rt.kind == "Namespace" && namespace_has_spec_finalizers(&new))
-                && !(rt.kind == "Pod" && rt.group.is_empty() && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(|g| g.as_i64()).unwrap_or(0) > 0);
+                && !(rt.kind == "Pod"
+                    && rt.group.is_empty()
+                    && new
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(|g| g.as_i64())
+                        .unwrap_or(0)
+                        > 0);
             if gone {
                 match self.store.delete(&key, Some(kv.mod_revision)).await {
                     Ok(d) => {
@@ -693,35 +876,64 @@ impl Registry {
                         return Ok((with_rv(new, d.mod_revision), vec![]));
                     }
                     Err(StoreError::Conflict { .. }) => continue,
-                    Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(rt.group, rt.plural, name)),
+                    Err(StoreError::NotFound(_)) => {
+                        return Err(ApiError::not_found(rt.group, rt.plural, name))
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
             match self.store.update(&key, encode(&new), kv.mod_revision).await {
                 Ok(kv2) => return Ok((with_rv(new, kv2.mod_revision), vec![])),
                 Err(StoreError::Conflict { .. }) => continue,
-                Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(rt.group, rt.plural, name)),
+                Err(StoreError::NotFound(_)) => {
+                    return Err(ApiError::not_found(rt.group, rt.plural, name))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::conflict(rt.group, rt.plural, name, "too many concurrent updates; please try again"))
+        Err(ApiError::conflict(
+            rt.group,
+            rt.plural,
+            name,
+            "too many concurrent updates; please try again",
+        ))
     }
 
     /// PUT of the main resource or a subresource ("status").
-    pub async fn update(&self, rt: &ResourceType, ns: Option<&str>, name: &str, mut body: Value, sub: Option<&str>, opts: &WriteOptions) -> Result<(Value, Vec<String>), ApiError> {
+    pub async fn update(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        mut body: Value,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<(Value, Vec<String>), ApiError> {
         self.check_type(rt, ns, &mut body)?;
         let mut warnings = Vec::new();
         let body = self.typed(rt, &body, opts.field_validation, &mut warnings)?;
         let precondition = meta_str(&body, "resourceVersion").map(String::from);
         let (o, mut w) = self
-            .guaranteed_update(rt, ns, name, opts, |cur| Ok((merge_for_write(rt, cur, &body, sub), precondition.clone())))
+            .guaranteed_update(rt, ns, name, opts, |cur| {
+                Ok((merge_for_write(rt, cur, &body, sub), precondition.clone()))
+            })
             .await?;
         warnings.append(&mut w);
         Ok((o, warnings))
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// PATCH: apply the patch to the current object (or its subresource view) and write.
-    pub async fn patch(&self, rt: &ResourceType, ns: Option<&str>, name: &str, patch_type: &str, patch: &Value, sub: Option<&str>, opts: &WriteOptions) -> Result<(Value, Vec<String>), ApiError> {
+    pub async fn patch(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        patch_type: &str,
+        patch: &Value,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<(Value, Vec<String>), ApiError> {
         let mut warnings = Vec::new();
         let fv = opts.field_validation;
         let (o, mut w) = self
@@ -732,10 +944,19 @@ impl Registry {
                 self.check_type(rt, ns, &mut patched)?;
                 let patched = self.typed(rt, &patched, fv, &mut ws)?;
                 // A resourceVersion in the patch is a precondition.
-                let pre = patch.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).map(String::from);
+                let pre = patch
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(|v| v.as_str())
+                    .map(String::from);
                 let mut patched = patched;
                 if pre.is_none() {
-                    set_meta(&mut patched, "resourceVersion", cur.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null));
+                    set_meta(
+                        &mut patched,
+                        "resourceVersion",
+                        cur.pointer("/metadata/resourceVersion")
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    );
                 }
                 Ok((merge_for_write(rt, cur, &patched, sub), pre))
             })
@@ -744,7 +965,13 @@ impl Registry {
         Ok((o, warnings))
     }
 
-    pub async fn delete(&self, rt: &ResourceType, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
+    pub async fn delete(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
         let key = rt.key(ns, name);
         for _ in 0..16 {
             let Some(kv) = self.store.get(&key).await? else {
@@ -764,7 +991,9 @@ impl Registry {
             let mut new = cur.clone();
             let mut fins = finalizers(&cur);
             match opts.propagation.as_deref() {
-                Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => fins.push("foregroundDeletion".into()),
+                Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                    fins.push("foregroundDeletion".into())
+                }
                 Some("Orphan") if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
                 _ => {}
             }
@@ -774,22 +1003,38 @@ impl Registry {
             let already = meta_str(&cur, "deletionTimestamp").is_some();
             let mut graceful = false;
             if rt.group.is_empty() && rt.kind == "Pod" {
-                let bound = cur.pointer("/spec/nodeName").and_then(|v| v.as_str()).is_some_and(|n| !n.is_empty());
-                let terminal = matches!(cur.pointer("/status/phase").and_then(|v| v.as_str()), Some("Succeeded" | "Failed"));
-                let mut grace = opts.grace_period.unwrap_or_else(|| cur.pointer("/spec/terminationGracePeriodSeconds").and_then(|g| g.as_i64()).unwrap_or(30));
+                let bound = cur
+                    .pointer("/spec/nodeName")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|n| !n.is_empty());
+                let terminal = matches!(
+                    cur.pointer("/status/phase").and_then(|v| v.as_str()),
+                    Some("Succeeded" | "Failed")
+                );
+                let mut grace = opts.grace_period.unwrap_or_else(|| {
+                    cur.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(|g| g.as_i64())
+                        .unwrap_or(30)
+                });
                 if !bound || terminal {
                     grace = 0;
                 }
                 if grace < 0 {
                     grace = 1;
                 }
-                let cur_grace = cur.pointer("/metadata/deletionGracePeriodSeconds").and_then(|g| g.as_i64());
+                let cur_grace = cur
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(|g| g.as_i64());
                 if grace > 0 {
                     // Graceful: the node agent removes the pod once its containers stopped.
                     let shorten = cur_grace.is_none_or(|c| grace < c);
                     if !already || shorten {
                         let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                        set_meta(&mut new, "deletionTimestamp", json!(when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+                        set_meta(
+                            &mut new,
+                            "deletionTimestamp",
+                            json!(when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                        );
                         set_meta(&mut new, "deletionGracePeriodSeconds", json!(grace));
                     }
                     graceful = true;
@@ -797,17 +1042,20 @@ impl Registry {
                     set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
                 }
             }
-            if rt.group.is_empty() && rt.kind == "Namespace" {
-                if namespace_has_spec_finalizers(&cur) {
-                    graceful = true;
-                    new["status"]["phase"] = json!("Terminating");
-                }
+            if rt.group.is_empty() && rt.kind == "Namespace" && namespace_has_spec_finalizers(&cur)
+            {
+                graceful = true;
+                new["status"]["phase"] = json!("Terminating");
             }
             if graceful || !fins.is_empty() {
                 if !already || new != cur {
                     if meta_str(&new, "deletionTimestamp").is_none() {
                         set_meta(&mut new, "deletionTimestamp", json!(now_rfc3339()));
-                        if meta_str(&new, "deletionGracePeriodSeconds").is_none() && new.pointer("/metadata/deletionGracePeriodSeconds").is_none() {
+                        if meta_str(&new, "deletionGracePeriodSeconds").is_none()
+                            && new
+                                .pointer("/metadata/deletionGracePeriodSeconds")
+                                .is_none()
+                        {
                             set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
                         }
                     }
@@ -831,19 +1079,44 @@ impl Registry {
                     return Ok(with_rv(cur, d.mod_revision));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
-                Err(StoreError::NotFound(_)) => return Err(ApiError::not_found(rt.group, rt.plural, name)),
+                Err(StoreError::NotFound(_)) => {
+                    return Err(ApiError::not_found(rt.group, rt.plural, name))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::conflict(rt.group, rt.plural, name, "too many concurrent updates; please try again"))
+        Err(ApiError::conflict(
+            rt.group,
+            rt.plural,
+            name,
+            "too many concurrent updates; please try again",
+        ))
     }
 
     /// POST pods/NAME/binding.
-    pub async fn bind(&self, ns: Option<&str>, name: &str, binding: &Value) -> Result<(), ApiError> {
+    pub async fn bind(
+        &self,
+        ns: Option<&str>,
+        name: &str,
+        binding: &Value,
+    ) -> Result<(), ApiError> {
         let rt = resources::find("", "v1", "pods").ok_or_else(|| ApiError::internal("no pods"))?;
-        let node = binding.pointer("/target/name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        let node = binding
+            .pointer("/target/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string();
         if node.is_empty() {
-            return Err(ApiError::invalid("", "Binding", name, vec![field_cause("target.name", "FieldValueRequired", "Required value")]));
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                name,
+                vec![field_cause(
+                    "target.name",
+                    "FieldValueRequired",
+                    "Required value",
+                )],
+            ));
         }
         self.guaranteed_update(rt, ns, name, &WriteOptions::default(), |cur| {
             if meta_str(cur, "deletionTimestamp").is_some() {
@@ -887,7 +1160,14 @@ impl Registry {
     }
 
     /// PUT or PATCH of /scale: `f` turns the current Scale into the new one.
-    pub async fn update_scale<F>(&self, rt: &ResourceType, ns: Option<&str>, name: &str, opts: &WriteOptions, mut f: F) -> Result<Value, ApiError>
+    pub async fn update_scale<F>(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        opts: &WriteOptions,
+        mut f: F,
+    ) -> Result<Value, ApiError>
     where
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
@@ -895,11 +1175,28 @@ impl Registry {
             .guaranteed_update(rt, ns, name, opts, |cur| {
                 let scale = Self::scale_of(rt, cur);
                 let new_scale = f(&scale)?;
-                let replicas = new_scale.pointer("/spec/replicas").and_then(|r| r.as_i64()).unwrap_or(0);
+                let replicas = new_scale
+                    .pointer("/spec/replicas")
+                    .and_then(|r| r.as_i64())
+                    .unwrap_or(0);
                 if replicas < 0 {
-                    return Err(ApiError::invalid("autoscaling", "Scale", name, vec![field_cause("spec.replicas", "FieldValueInvalid", format!("Invalid value: {replicas}: must be greater than or equal to 0"))]));
+                    return Err(ApiError::invalid(
+                        "autoscaling",
+                        "Scale",
+                        name,
+                        vec![field_cause(
+                            "spec.replicas",
+                            "FieldValueInvalid",
+                            format!(
+                                "Invalid value: {replicas}: must be greater than or equal to 0"
+                            ),
+                        )],
+                    ));
                 }
-                let pre = new_scale.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).map(String::from);
+                let pre = new_scale
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(|v| v.as_str())
+                    .map(String::from);
                 let mut new = cur.clone();
                 new["spec"]["replicas"] = json!(replicas);
                 Ok((new, pre))
@@ -909,7 +1206,6 @@ impl Registry {
     }
 }
 
-
 #[derive(Debug, Clone, Copy)]
 enum Alloc {
     Ip(u32),
@@ -917,7 +1213,9 @@ enum Alloc {
 }
 
 fn namespace_has_spec_finalizers(o: &Value) -> bool {
-    o.pointer("/spec/finalizers").and_then(|f| f.as_array()).is_some_and(|a| !a.is_empty())
+    o.pointer("/spec/finalizers")
+        .and_then(|f| f.as_array())
+        .is_some_and(|a| !a.is_empty())
 }
 
 /// Combines the current object with a written one according to what the
@@ -934,7 +1232,14 @@ fn merge_for_write(rt: &ResourceType, cur: &Value, written: &Value, sub: Option<
                 }
             }
             // Status writers may still update labels/annotations? Upstream: no.
-            set_meta(&mut new, "resourceVersion", written.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null));
+            set_meta(
+                &mut new,
+                "resourceVersion",
+                written
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
             new
         }
         _ => {
@@ -959,12 +1264,19 @@ fn merge_for_write(rt: &ResourceType, cur: &Value, written: &Value, sub: Option<
     }
 }
 
-fn apply_patch(rt: &ResourceType, cur: &Value, patch_type: &str, patch: &Value) -> Result<Value, ApiError> {
+fn apply_patch(
+    rt: &ResourceType,
+    cur: &Value,
+    patch_type: &str,
+    patch: &Value,
+) -> Result<Value, ApiError> {
     let bad = patch_error;
     match patch_type {
         "application/json-patch+json" => bosun_patch::json_patch(cur, patch).map_err(bad),
         "application/merge-patch+json" => bosun_patch::merge_patch(cur, patch).map_err(bad),
-        "application/strategic-merge-patch+json" => bosun_patch::strategic_merge_patch(cur, patch, rt.group, rt.kind).map_err(bad),
+        "application/strategic-merge-patch+json" => {
+            bosun_patch::strategic_merge_patch(cur, patch, rt.group, rt.kind).map_err(bad)
+        }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -983,7 +1295,12 @@ pub fn patch_error(e: bosun_patch::PatchError) -> ApiError {
 fn qos_class(pod: &Value) -> &'static str {
     let containers: Vec<&Value> = ["initContainers", "containers"]
         .iter()
-        .flat_map(|l| pod.pointer(&format!("/spec/{l}")).and_then(|c| c.as_array()).into_iter().flatten())
+        .flat_map(|l| {
+            pod.pointer(&format!("/spec/{l}"))
+                .and_then(|c| c.as_array())
+                .into_iter()
+                .flatten()
+        })
         .collect();
     let mut any = false;
     let mut guaranteed = true;
@@ -1016,15 +1333,31 @@ mod tests {
 
     #[test]
     fn qos() {
-        assert_eq!(qos_class(&json!({"spec": {"containers": [{"name": "a"}]}})), "BestEffort");
-        assert_eq!(qos_class(&json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})), "Guaranteed");
-        assert_eq!(qos_class(&json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}})), "Burstable");
+        assert_eq!(
+            qos_class(&json!({"spec": {"containers": [{"name": "a"}]}})),
+            "BestEffort"
+        );
+        assert_eq!(
+            qos_class(
+                &json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})
+            ),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(
+                &json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}})
+            ),
+            "Burstable"
+        );
     }
 
     #[test]
     fn continue_roundtrip() {
         let t = encode_continue(42, "/registry/pods/default/a");
-        assert_eq!(decode_continue(&t).unwrap(), (42, "/registry/pods/default/a".to_string()));
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            (42, "/registry/pods/default/a".to_string())
+        );
         assert!(decode_continue("garbage!").is_err());
     }
 }

@@ -27,9 +27,11 @@ impl LabelSelector {
             if part.is_empty() {
                 continue;
             }
-            reqs.push(parse_req(part).map_err(|m| {
-                ApiError::bad_request(format!("unable to parse requirement: {m}"))
-            })?);
+            reqs.push(
+                parse_req(part).map_err(|m| {
+                    ApiError::bad_request(format!("unable to parse requirement: {m}"))
+                })?,
+            );
         }
         Ok(LabelSelector { reqs })
     }
@@ -55,24 +57,40 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = sel.get("matchLabels").and_then(|m| m.as_object()) {
             for (k, v) in m {
-                reqs.push(Req::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()));
+                reqs.push(Req::Eq(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ));
             }
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(|m| m.as_array()) {
             for e in exprs {
-                let key = e.get("key").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let key = e
+                    .get("key")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(|v| v.as_array())
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let op = e.get("operator").and_then(|v| v.as_str()).unwrap_or_default();
+                let op = e
+                    .get("operator")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
                 reqs.push(match op {
                     "In" => Req::In(key, values),
                     "NotIn" => Req::NotIn(key, values),
                     "Exists" => Req::Exists(key),
                     "DoesNotExist" => Req::NotExists(key),
-                    other => return Err(format!("{other:?} is not a valid label selector operator")),
+                    other => {
+                        return Err(format!("{other:?} is not a valid label selector operator"))
+                    }
                 });
             }
         }

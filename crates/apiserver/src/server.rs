@@ -51,20 +51,33 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Ser
     let cache = Cache::start(store.clone(), config.watch_cache_size).await?;
     let registry = Arc::new(Registry::new(store, cache));
     let bind = format!("{}:{}", config.bind_address, config.port);
-    let listener = TcpListener::bind(&bind).await.map_err(|source| ServerError::Listen {
-        addr: bind.clone(),
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Listen { addr: bind.clone(), source })?;
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: bind.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: bind.clone(),
+            source,
+        })?;
     let host = if config.bind_address == "0.0.0.0" || config.bind_address.is_empty() {
         "127.0.0.1".to_string()
     } else {
         config.bind_address.clone()
     };
     let server_url = format!("https://{host}:{}", addr.port());
-    crate::bootstrap::ensure(&registry, &host, addr.port()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+    crate::bootstrap::ensure(&registry, &host, addr.port())
+        .await
+        .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     let kubeconfig = crate::tls::write_admin_kubeconfig(&config.data_dir, &server_url)?;
-    let state = Arc::new(State::new(registry.clone(), pki.admin_token.clone(), format!("{host}:{}", addr.port())));
+    let state = Arc::new(State::new(
+        registry.clone(),
+        pki.admin_token.clone(),
+        format!("{host}:{}", addr.port()),
+    ));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config.clone());
     let task = tokio::spawn(async move {
         loop {
@@ -88,13 +101,24 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Ser
                     }
                 };
                 // rustls verified any presented client certificate against the CA.
-                let client_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                let client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
-                    async move { Ok::<Response<Body>, std::convert::Infallible>(handlers::handle(state, req, client_cert).await) }
+                    async move {
+                        Ok::<Response<Body>, std::convert::Infallible>(
+                            handlers::handle(state, req, client_cert).await,
+                        )
+                    }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
+                if let Err(e) = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await
+                {
                     tracing::debug!(%peer, error = %e, "connection ended with error");
                 }
             });

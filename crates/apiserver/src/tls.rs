@@ -4,8 +4,8 @@
 use base64::Engine;
 use chrono::Datelike;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,7 +190,11 @@ pub fn load_or_create(dir: &Path, bind: &str) -> Result<Pki, TlsError> {
 
     let token_file = dir.join("token");
     if !token_file.exists() {
-        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         write(&token_file, &token, true)?;
     }
     let admin_token = read(&token_file)?.trim().to_string();
@@ -217,11 +221,13 @@ fn server_config(
             .add(c)
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let chain: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|_| TlsError::Pem(path.to_path_buf()))?;

@@ -13,7 +13,9 @@ pub struct Decoded {
     pub unknown_fields: Vec<String>,
 }
 
-fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<Value, String> {
     let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
     serde_json::to_value(&typed).map_err(|e| e.to_string())
 }
@@ -73,7 +75,11 @@ fn diff_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) 
     match (input, typed) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match b.get(k) {
                     Some(tv) => diff_fields(v, tv, &p, out),
                     None if v.is_null() => {}
@@ -102,8 +108,17 @@ fn normalize_quantities(v: &mut Value, in_quantity_map: bool) {
             for (k, child) in m.iter_mut() {
                 let qmap = matches!(
                     k.as_str(),
-                    "limits" | "requests" | "capacity" | "allocatable" | "hard" | "used"
-                        | "overhead" | "max" | "min" | "default" | "defaultRequest"
+                    "limits"
+                        | "requests"
+                        | "capacity"
+                        | "allocatable"
+                        | "hard"
+                        | "used"
+                        | "overhead"
+                        | "max"
+                        | "min"
+                        | "default"
+                        | "defaultRequest"
                         | "maxLimitRequestRatio"
                 );
                 if in_quantity_map {
@@ -140,14 +155,21 @@ mod tests {
         let pod = json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","creationTimestamp":null},
             "spec":{"containers":[{"name":"c","image":"i","bogus":1,"resources":{"limits":{"cpu":1}}}]}});
         let d = decode("", "Pod", &pod).unwrap();
-        assert_eq!(d.unknown_fields, vec!["spec.containers[0].bogus".to_string()]);
-        assert_eq!(d.object.pointer("/spec/containers/0/resources/limits/cpu"), Some(&json!("1")));
+        assert_eq!(
+            d.unknown_fields,
+            vec!["spec.containers[0].bogus".to_string()]
+        );
+        assert_eq!(
+            d.object.pointer("/spec/containers/0/resources/limits/cpu"),
+            Some(&json!("1"))
+        );
         assert!(d.object.pointer("/spec/containers/0/bogus").is_none());
     }
 
     #[test]
     fn wrong_type_is_error() {
-        let cm = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"p"},"data":{"a":1}});
+        let cm =
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"p"},"data":{"a":1}});
         assert!(decode("", "ConfigMap", &cm).is_err());
     }
 }

@@ -30,12 +30,15 @@ impl ObjectRef {
     }
 }
 
+/// (object, reason, message) → (event name, count): repeats become counts.
+type Seen = HashMap<(ObjectRef, String, String), (String, i64)>;
+
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: String,
     host: String,
-    seen: Arc<Mutex<HashMap<(ObjectRef, String, String), (String, i64)>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 fn now() -> String {
@@ -54,13 +57,21 @@ impl Recorder {
 
     /// Records an event; failures are logged, never returned (events are best effort).
     pub async fn record(&self, obj: &ObjectRef, type_: &str, reason: &str, message: &str) {
-        let ns = if obj.namespace.is_empty() { "default" } else { obj.namespace.as_str() };
+        let ns = if obj.namespace.is_empty() {
+            "default"
+        } else {
+            obj.namespace.as_str()
+        };
         let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
         let key = (obj.clone(), reason.to_string(), message.to_string());
         let existing = self.seen.lock().ok().and_then(|m| m.get(&key).cloned());
         if let Some((name, count)) = existing {
             let patch = json!({"count": count + 1, "lastTimestamp": now()});
-            if api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+            if api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .is_ok()
+            {
                 if let Ok(mut m) = self.seen.lock() {
                     m.insert(key, (name, count + 1));
                 }

@@ -54,7 +54,9 @@ impl Default for NodeSpec {
 }
 
 fn now_micro() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 fn node_object(spec: &NodeSpec, name: &str) -> serde_json::Value {
@@ -74,9 +76,7 @@ fn node_object(spec: &NodeSpec, name: &str) -> serde_json::Value {
         labels.insert(k.clone(), json!(v));
     }
     let resources = json!({"cpu": spec.cpu, "memory": spec.memory, "pods": spec.pods.to_string(), "ephemeral-storage": "100Gi"});
-    let cond = |t: &str, s: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
+    let cond = |t: &str, s: &str, reason: &str, msg: &str| json!({"type": t, "status": s, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now});
     json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -107,14 +107,16 @@ fn node_object(spec: &NodeSpec, name: &str) -> serde_json::Value {
 pub async fn register(client: &Client, spec: &NodeSpec) -> Result<Vec<String>, SimError> {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let names: Vec<String> = (0..spec.count).map(|i| format!("{}{i}", spec.prefix)).collect();
+    let names: Vec<String> = (0..spec.count)
+        .map(|i| format!("{}{i}", spec.prefix))
+        .collect();
     futures::stream::iter(names.clone())
         .map(|name| {
             let nodes = nodes.clone();
             let leases = leases.clone();
             let spec = spec.clone();
             async move {
-                let obj: Node = serde_json::from_value(node_object(&spec, &name)).map_err(|e| kube::Error::SerdeError(e))?;
+                let obj: Node = serde_json::from_value(node_object(&spec, &name)).map_err(kube::Error::SerdeError)?;
                 match nodes.create(&PostParams::default(), &obj).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -145,11 +147,16 @@ pub async fn register(client: &Client, spec: &NodeSpec) -> Result<Vec<String>, S
 /// Renews every node's lease once per interval, spread over the interval.
 async fn heartbeat(client: Client, names: Vec<String>, interval: Duration) {
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
-    let per = interval.checked_div(names.len().max(1) as u32).unwrap_or(interval);
+    let per = interval
+        .checked_div(names.len().max(1) as u32)
+        .unwrap_or(interval);
     loop {
         for name in &names {
             let patch = json!({"spec": {"renewTime": now_micro()}});
-            if let Err(e) = leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            if let Err(e) = leases
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 tracing::warn!(node = %name, error = %e, "lease renewal failed");
             }
             tokio::time::sleep(per).await;
@@ -190,7 +197,9 @@ async fn pods_loop(client: Client, names: Vec<String>) -> Result<(), SimError> {
     let cfg = watcher::Config::default().fields("spec.nodeName!=");
     let mut stream = watcher::watcher(all, cfg).applied_objects().boxed();
     while let Some(pod) = stream.try_next().await? {
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
         if !ours.contains(&node) {
             continue;
         }
@@ -200,7 +209,10 @@ async fn pods_loop(client: Client, names: Vec<String>) -> Result<(), SimError> {
         if pod.metadata.deletion_timestamp.is_some() {
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: pod.metadata.uid.clone(),
+                    resource_version: None,
+                }),
                 ..DeleteParams::default()
             };
             if let Err(e) = api.delete(&name, &dp).await {
@@ -208,10 +220,17 @@ async fn pods_loop(client: Client, names: Vec<String>) -> Result<(), SimError> {
             }
             continue;
         }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
         if phase == "Pending" || phase.is_empty() {
             let st = running_status(&pod, "192.0.2.1");
-            if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&st)).await {
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&st))
+                .await
+            {
                 tracing::debug!(pod = %name, error = %e, "status update failed");
             }
         }
@@ -223,7 +242,11 @@ async fn pods_loop(client: Client, names: Vec<String>) -> Result<(), SimError> {
 pub async fn run(client: Client, spec: NodeSpec) -> Result<(), SimError> {
     let names = register(&client, &spec).await?;
     tracing::info!(count = names.len(), "simulated nodes registered");
-    let hb = tokio::spawn(heartbeat(client.clone(), names.clone(), spec.lease_interval));
+    let hb = tokio::spawn(heartbeat(
+        client.clone(),
+        names.clone(),
+        spec.lease_interval,
+    ));
     let result = if spec.run_pods {
         pods_loop(client, names).await
     } else {

@@ -90,15 +90,25 @@ fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 fn responsible(cfg: &Config, pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler") == cfg.scheduler_name
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler")
+        == cfg.scheduler_name
 }
 
 fn node_of(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
 }
 
 fn terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 impl State {
@@ -169,7 +179,12 @@ pub async fn run(client: Client, config: Config) -> Result<(), RunError> {
     run_with_profile(client, config, profile, Arc::new(Metrics::default())).await
 }
 
-pub async fn run_with_profile(client: Client, config: Config, profile: Profile, metrics: Arc<Metrics>) -> Result<(), RunError> {
+pub async fn run_with_profile(
+    client: Client,
+    config: Config,
+    profile: Profile,
+    metrics: Arc<Metrics>,
+) -> Result<(), RunError> {
     if config.leader_elect {
         let lc = bosun_leader::Config::new("kube-system", "kube-scheduler", &config.identity);
         bosun_leader::acquire(&client, &lc).await;
@@ -220,7 +235,12 @@ async fn watch_pods(sh: Arc<Shared>) {
                 }
                 Ok(Event::InitDone) => {
                     if let Some(seen) = st.relist_pods.take() {
-                        let gone: Vec<String> = st.placed.keys().filter(|k| !seen.contains(*k) && !st.assumed.contains(*k)).cloned().collect();
+                        let gone: Vec<String> = st
+                            .placed
+                            .keys()
+                            .filter(|k| !seen.contains(*k) && !st.assumed.contains(*k))
+                            .cloned()
+                            .collect();
                         for k in gone {
                             moved |= st.on_pod_deleted(&k);
                         }
@@ -257,11 +277,18 @@ async fn watch_nodes(sh: Arc<Shared>) {
                     st.queue.move_all(now);
                 }
                 Ok(Event::Delete(n)) => {
-                    st.snapshot.remove_node(n.metadata.name.as_deref().unwrap_or_default());
+                    st.snapshot
+                        .remove_node(n.metadata.name.as_deref().unwrap_or_default());
                 }
                 Ok(Event::InitDone) => {
                     if let Some(seen) = st.relist_nodes.take() {
-                        let gone: Vec<String> = st.snapshot.nodes.iter().map(|n| n.name().to_string()).filter(|n| !seen.contains(n)).collect();
+                        let gone: Vec<String> = st
+                            .snapshot
+                            .nodes
+                            .iter()
+                            .map(|n| n.name().to_string())
+                            .filter(|n| !seen.contains(n))
+                            .collect();
                         for n in gone {
                             st.snapshot.remove_node(&n);
                         }
@@ -305,11 +332,19 @@ async fn watch_pdbs(sh: Arc<Shared>) {
         let mut st = lock(&sh.state);
         match ev {
             Ok(Event::InitApply(p)) | Ok(Event::Apply(p)) => {
-                let k = format!("{}/{}", p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default());
+                let k = format!(
+                    "{}/{}",
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default()
+                );
                 st.pdbs.insert(k, Arc::new(p));
             }
             Ok(Event::Delete(p)) => {
-                let k = format!("{}/{}", p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default());
+                let k = format!(
+                    "{}/{}",
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default()
+                );
                 st.pdbs.remove(&k);
             }
             Ok(_) => {}
@@ -347,21 +382,35 @@ async fn schedule_loop(sh: Arc<Shared>, metrics: Arc<Metrics>) {
                             st.place(bound, &r.node_name);
                             st.assumed.insert(qp.key.clone());
                             st.queue.done(&qp.key);
-                            Some(Outcome::Bind(qp.pod.clone(), r.node_name, qp.initial, qp.attempts))
+                            Some(Outcome::Bind(
+                                qp.pod.clone(),
+                                r.node_name,
+                                qp.initial,
+                                qp.attempts,
+                            ))
                         }
                         Err(fit) => {
                             let preemption = if preemption_allowed(&qp.pod) {
-                                let pdbs: Vec<PodDisruptionBudget> = st.pdbs.values().map(|p| (**p).clone()).collect();
-                                crate::preempt_with_diagnosis(&sh.profile, &st.snapshot, &qp.pod, &pdbs, &fit)
+                                let pdbs: Vec<PodDisruptionBudget> =
+                                    st.pdbs.values().map(|p| (**p).clone()).collect();
+                                crate::preempt_with_diagnosis(
+                                    &sh.profile,
+                                    &st.snapshot,
+                                    &qp.pod,
+                                    &pdbs,
+                                    &fit,
+                                )
                             } else {
-                                Err("preemption: not eligible due to preemptionPolicy=Never.".to_string())
+                                Err("preemption: not eligible due to preemptionPolicy=Never."
+                                    .to_string())
                             };
                             let mut fit = fit;
                             let (msg_suffix, pre) = match preemption {
                                 Ok(p) => (None, Some(p)),
                                 Err(m) => (Some(m), None),
                             };
-                            fit.post_filter_msg = msg_suffix.map(|m| m.trim_end_matches('.').to_string());
+                            fit.post_filter_msg =
+                                msg_suffix.map(|m| m.trim_end_matches('.').to_string());
                             st.queue.unschedulable(&qp.key, cycle, now);
                             Some(Outcome::Unschedulable(qp.pod.clone(), fit.message(), pre))
                         }
@@ -380,14 +429,18 @@ async fn schedule_loop(sh: Arc<Shared>, metrics: Arc<Metrics>) {
             }
             Some(Outcome::Unschedulable(pod, msg, pre)) => {
                 drop(permit);
-                metrics.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let sh2 = sh.clone();
                 tokio::spawn(async move { report_unschedulable(sh2, pod, msg, pre).await });
             }
             None => {
                 drop(permit);
                 let next = lock(&sh.state).queue.next_wakeup();
-                let sleep = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(60));
+                let sleep = next
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_secs(60));
                 tokio::select! {
                     _ = sh.wake.notified() => {}
                     _ = tokio::time::sleep(sleep) => {}
@@ -398,7 +451,10 @@ async fn schedule_loop(sh: Arc<Shared>, metrics: Arc<Metrics>) {
 }
 
 fn preemption_allowed(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.preemption_policy.as_deref()) != Some("Never")
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.preemption_policy.as_deref())
+        != Some("Never")
 }
 
 fn obj_ref(pod: &Pod) -> ObjectRef {
@@ -409,7 +465,14 @@ fn obj_ref(pod: &Pod) -> ObjectRef {
     )
 }
 
-async fn bind(sh: Arc<Shared>, pod: Arc<Pod>, node: String, initial: Instant, attempts: u32, metrics: Arc<Metrics>) {
+async fn bind(
+    sh: Arc<Shared>,
+    pod: Arc<Pod>,
+    node: String,
+    initial: Instant,
+    attempts: u32,
+    metrics: Arc<Metrics>,
+) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(sh.client.clone(), &ns);
@@ -419,17 +482,29 @@ async fn bind(sh: Arc<Shared>, pod: Arc<Pod>, node: String, initial: Instant, at
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     });
     let res = api
-        .create_subresource::<serde_json::Value, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+        .create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
         .await;
     match res {
         Ok(_) => {
-            metrics.scheduled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .scheduled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Ok(mut l) = metrics.latencies_us.lock() {
                 l.push(initial.elapsed().as_micros() as u64);
             }
             if sh.config.scheduled_events {
                 sh.recorder
-                    .record(&obj_ref(&pod), "Normal", "Scheduled", &format!("Successfully assigned {ns}/{name} to {node}"))
+                    .record(
+                        &obj_ref(&pod),
+                        "Normal",
+                        "Scheduled",
+                        &format!("Successfully assigned {ns}/{name} to {node}"),
+                    )
                     .await;
             }
         }
@@ -441,7 +516,8 @@ async fn bind(sh: Arc<Shared>, pod: Arc<Pod>, node: String, initial: Instant, at
             let gone = matches!(&e, kube::Error::Api(ae) if ae.code == 404);
             let conflict = matches!(&e, kube::Error::Api(ae) if ae.code == 409);
             if !gone && !conflict {
-                st.queue.requeue_after_failed_bind(pod.clone(), attempts, Instant::now());
+                st.queue
+                    .requeue_after_failed_bind(pod.clone(), attempts, Instant::now());
             }
             drop(st);
             sh.wake.notify_one();
@@ -449,7 +525,12 @@ async fn bind(sh: Arc<Shared>, pod: Arc<Pod>, node: String, initial: Instant, at
     }
 }
 
-async fn report_unschedulable(sh: Arc<Shared>, pod: Arc<Pod>, msg: String, pre: Option<crate::PreemptionResult>) {
+async fn report_unschedulable(
+    sh: Arc<Shared>,
+    pod: Arc<Pod>,
+    msg: String,
+    pre: Option<crate::PreemptionResult>,
+) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(sh.client.clone(), &ns);
@@ -467,21 +548,38 @@ async fn report_unschedulable(sh: Arc<Shared>, pod: Arc<Pod>, msg: String, pre: 
         if let Some(n) = &nominated {
             status["status"]["nominatedNodeName"] = json!(n);
         }
-        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status)).await {
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
+            .await
+        {
             tracing::debug!(pod = %name, error = %e, "updating PodScheduled condition");
         }
     }
-    sh.recorder.record(&obj_ref(&pod), "Warning", "FailedScheduling", &msg).await;
+    sh.recorder
+        .record(&obj_ref(&pod), "Warning", "FailedScheduling", &msg)
+        .await;
     if let Some(p) = pre {
         for victim in &p.victims {
             let vns = victim.metadata.namespace.clone().unwrap_or_default();
             let vname = victim.metadata.name.clone().unwrap_or_default();
             let vapi: Api<Pod> = Api::namespaced(sh.client.clone(), &vns);
             sh.recorder
-                .record(&obj_ref(victim), "Normal", "Preempted", &format!("Preempted by pod {} on node {}", pod.metadata.uid.as_deref().unwrap_or_default(), p.nominated_node))
+                .record(
+                    &obj_ref(victim),
+                    "Normal",
+                    "Preempted",
+                    &format!(
+                        "Preempted by pod {} on node {}",
+                        pod.metadata.uid.as_deref().unwrap_or_default(),
+                        p.nominated_node
+                    ),
+                )
                 .await;
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: victim.metadata.uid.clone(), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: victim.metadata.uid.clone(),
+                    resource_version: None,
+                }),
                 ..DeleteParams::default()
             };
             if let Err(e) = vapi.delete(&vname, &dp).await {

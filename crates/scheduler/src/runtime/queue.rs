@@ -143,7 +143,8 @@ impl SchedulingQueue {
         let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
         match self.pods.get_mut(&key) {
             Some((qp, w, _)) => {
-                let changed = qp.pod.spec != pod.spec || qp.pod.metadata.labels != pod.metadata.labels;
+                let changed =
+                    qp.pod.spec != pod.spec || qp.pod.metadata.labels != pod.metadata.labels;
                 qp.pod = pod;
                 qp.priority = priority;
                 // An edited pod may now fit: retry it (upstream's podUpdate event).
@@ -203,7 +204,9 @@ impl SchedulingQueue {
         let stale: Vec<String> = self
             .pods
             .iter()
-            .filter(|(_, (qp, w, _))| *w == Where::Unschedulable && now.duration_since(qp.since) >= MAX_UNSCHEDULABLE)
+            .filter(|(_, (qp, w, _))| {
+                *w == Where::Unschedulable && now.duration_since(qp.since) >= MAX_UNSCHEDULABLE
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {
@@ -300,7 +303,10 @@ impl SchedulingQueue {
     }
 
     pub fn unschedulable_count(&self) -> usize {
-        self.pods.values().filter(|(_, w, _)| *w == Where::Unschedulable).count()
+        self.pods
+            .values()
+            .filter(|(_, w, _)| *w == Where::Unschedulable)
+            .count()
     }
 }
 
@@ -313,7 +319,10 @@ mod tests {
         let mut p = Pod::default();
         p.metadata.name = Some(name.into());
         p.metadata.namespace = Some("default".into());
-        p.spec = Some(PodSpec { priority: Some(prio), ..PodSpec::default() });
+        p.spec = Some(PodSpec {
+            priority: Some(prio),
+            ..PodSpec::default()
+        });
         Arc::new(p)
     }
 
@@ -335,7 +344,10 @@ mod tests {
         q.add_or_update(pod("a", 0), t0);
         let (p, cycle) = q.pop(t0).unwrap();
         q.unschedulable(&p.key, cycle, t0);
-        assert!(q.pop(t0 + Duration::from_secs(60)).is_none(), "waits for an event");
+        assert!(
+            q.pop(t0 + Duration::from_secs(60)).is_none(),
+            "waits for an event"
+        );
         // A move within the backoff window parks it in backoff.
         q.move_all(t0 + Duration::from_millis(500));
         assert!(q.pop(t0 + Duration::from_millis(600)).is_none());
