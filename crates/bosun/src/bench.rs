@@ -43,14 +43,22 @@ fn pod(name: &str, affinity: bool) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(v)?)
 }
 
-async fn create_pods(api: &Api<Pod>, prefix: &str, n: usize, affinity: bool, conc: usize) -> anyhow::Result<()> {
+async fn create_pods(
+    api: &Api<Pod>,
+    prefix: &str,
+    n: usize,
+    affinity: bool,
+    conc: usize,
+) -> anyhow::Result<()> {
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
             let name = format!("{prefix}-{i}");
             async move {
                 let p = pod(&name, affinity)?;
-                api.create(&PostParams::default(), &p).await.with_context(|| format!("creating {name}"))?;
+                api.create(&PostParams::default(), &p)
+                    .await
+                    .with_context(|| format!("creating {name}"))?;
                 Ok(())
             }
         })
@@ -60,7 +68,11 @@ async fn create_pods(api: &Api<Pod>, prefix: &str, n: usize, affinity: bool, con
     results.into_iter().collect()
 }
 
-async fn wait_scheduled(metrics: &bosun_scheduler::runtime::Metrics, target: u64, limit: Duration) -> anyhow::Result<()> {
+async fn wait_scheduled(
+    metrics: &bosun_scheduler::runtime::Metrics,
+    target: u64,
+    limit: Duration,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while metrics.scheduled.load(Ordering::Relaxed) < target {
         if start.elapsed() > limit {
@@ -86,16 +98,30 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temp dir")?;
-    let store = Arc::new(bosun_store::SqliteStore::open(&dir.path().join("state.db")).context("store")?);
+    let store =
+        Arc::new(bosun_store::SqliteStore::open(&dir.path().join("state.db")).context("store")?);
     let config = bosun_apiserver::Config {
         data_dir: dir.path().to_path_buf(),
         bind_address: "127.0.0.1".into(),
         port: 0,
         watch_cache_size: 100_000,
     };
-    let running = bosun_apiserver::start(config, store).await.context("API server")?;
+    let running = bosun_apiserver::start(config, store)
+        .await
+        .context("API server")?;
     let client = crate::client(Some(running.kubeconfig.clone())).await?;
-    println!("bench: API server {} ({} nodes, {} init pods, {} measured pods{})", running.addr, args.nodes, args.init_pods, args.pods, if args.affinity { ", anti-affinity + spread" } else { "" });
+    println!(
+        "bench: API server {} ({} nodes, {} init pods, {} measured pods{})",
+        running.addr,
+        args.nodes,
+        args.init_pods,
+        args.pods,
+        if args.affinity {
+            ", anti-affinity + spread"
+        } else {
+            ""
+        }
+    );
 
     let t = Instant::now();
     let mut spec = bosun_simulator::NodeSpec {
@@ -115,12 +141,20 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
                 labels: vec![("topology.kubernetes.io/zone".into(), format!("zone-{z}"))],
                 ..Default::default()
             };
-            bosun_simulator::register(&client, &zs).await.context("registering nodes")?;
+            bosun_simulator::register(&client, &zs)
+                .await
+                .context("registering nodes")?;
         }
     } else {
-        bosun_simulator::register(&client, &spec).await.context("registering nodes")?;
+        bosun_simulator::register(&client, &spec)
+            .await
+            .context("registering nodes")?;
     }
-    println!("bench: registered {} nodes in {:.1}s", args.nodes, t.elapsed().as_secs_f64());
+    println!(
+        "bench: registered {} nodes in {:.1}s",
+        args.nodes,
+        t.elapsed().as_secs_f64()
+    );
 
     let metrics = Arc::new(bosun_scheduler::runtime::Metrics::default());
     let cfg = bosun_scheduler::runtime::Config {
@@ -142,7 +176,11 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     create_pods(&api, "init", args.init_pods, false, args.create_concurrency).await?;
     wait_scheduled(&metrics, args.init_pods as u64, Duration::from_secs(600)).await?;
-    println!("bench: {} init pods created and scheduled in {:.1}s", args.init_pods, t.elapsed().as_secs_f64());
+    println!(
+        "bench: {} init pods created and scheduled in {:.1}s",
+        args.init_pods,
+        t.elapsed().as_secs_f64()
+    );
     if let Ok(mut l) = metrics.latencies_us.lock() {
         l.clear();
     }
@@ -160,7 +198,11 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     let elapsed = t.elapsed();
     let create_result = creator.await.context("creator task")?;
     create_result?;
-    let mut lat = metrics.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut lat = metrics
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
     lat.sort_unstable();
     println!(
         "bench: scheduled {} pods in {:.2}s: {:.0} pods/s; latency p50 {:.1} ms, p99 {:.1} ms (queue entry to bind ack); unschedulable attempts {}",

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "bosun", version, about = "A Kubernetes-compatible cluster in one binary")]
+#[command(
+    name = "bosun",
+    version,
+    about = "A Kubernetes-compatible cluster in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -166,7 +170,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let _ = (args.disable_agent, args.disable_controllers);
     tracing::info!(addr = %running.addr, "API server listening");
     println!("bosun: API server on https://{}", running.addr);
-    println!("bosun: admin kubeconfig at {}", running.kubeconfig.display());
+    println!(
+        "bosun: admin kubeconfig at {}",
+        running.kubeconfig.display()
+    );
     println!(
         "bosun: try: kubectl --kubeconfig {} get namespaces",
         running.kubeconfig.display()
@@ -188,7 +195,9 @@ async fn client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
                 .await
                 .context("loading kubeconfig")?
         }
-        None => kube::Config::infer().await.context("finding a kubeconfig")?,
+        None => kube::Config::infer()
+            .await
+            .context("finding a kubeconfig")?,
     };
     kube::Client::try_from(config).context("building the API client")
 }

@@ -39,7 +39,9 @@ impl Config {
 }
 
 fn now_micro() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 fn parse_time(v: Option<&Value>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -69,15 +71,25 @@ pub async fn try_acquire_or_renew(client: &Client, cfg: &Config) -> Result<bool,
         }
     };
     let mut v = serde_json::to_value(&existing)?;
-    let holder = v.pointer("/spec/holderIdentity").and_then(|h| h.as_str()).unwrap_or_default().to_string();
+    let holder = v
+        .pointer("/spec/holderIdentity")
+        .and_then(|h| h.as_str())
+        .unwrap_or_default()
+        .to_string();
     let renew = parse_time(v.pointer("/spec/renewTime"));
-    let dur = v.pointer("/spec/leaseDurationSeconds").and_then(|d| d.as_i64()).unwrap_or(secs);
+    let dur = v
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(|d| d.as_i64())
+        .unwrap_or(secs);
     let expired = renew.is_none_or(|r| r + chrono::Duration::seconds(dur) < chrono::Utc::now());
     if holder != cfg.identity && !holder.is_empty() && !expired {
         return Ok(false);
     }
     if holder != cfg.identity {
-        let t = v.pointer("/spec/leaseTransitions").and_then(|t| t.as_i64()).unwrap_or(0);
+        let t = v
+            .pointer("/spec/leaseTransitions")
+            .and_then(|t| t.as_i64())
+            .unwrap_or(0);
         v["spec"]["leaseTransitions"] = json!(t + 1);
         v["spec"]["acquireTime"] = json!(now_micro());
         v["spec"]["holderIdentity"] = json!(cfg.identity);
@@ -102,7 +114,9 @@ pub async fn acquire(client: &Client, cfg: &Config) {
                 return;
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(lease = %cfg.name, error = %e, "leader election attempt failed"),
+            Err(e) => {
+                tracing::warn!(lease = %cfg.name, error = %e, "leader election attempt failed")
+            }
         }
         tokio::time::sleep(cfg.retry_period).await;
     }
