@@ -332,14 +332,15 @@ impl Registry {
             .filter(|o| matches(&o.value, opts))
             .collect();
         if opts.limit > 0 && filtered.len() > opts.limit {
-            let remaining = (filtered.len() - opts.limit) as i64;
+            let remaining = (opts.label_selector.is_none() && opts.field_selector.is_none())
+                .then_some((filtered.len() - opts.limit) as i64);
             let items: Vec<_> = filtered.into_iter().take(opts.limit).collect();
             let last = items.last().map(|o| o.key.clone()).unwrap_or_default();
             return Ok(ListResult {
                 rv,
                 items,
                 continue_token: Some(encode_continue(rv, &last)),
-                remaining: Some(remaining),
+                remaining,
             });
         }
         Ok(ListResult {
@@ -393,11 +394,18 @@ impl Registry {
             }
             if opts.limit > 0 && items.len() >= opts.limit {
                 let last = start_after.unwrap_or_default();
+                // Like etcd3's count, only exact without selectors.
+                let remaining = if opts.label_selector.is_none() && opts.field_selector.is_none() {
+                    let rest = self.store.range(prefix, Some(&last), 0, Some(rv)).await?;
+                    Some(rest.kvs.len() as i64)
+                } else {
+                    None
+                };
                 return Ok(ListResult {
                     rv,
                     items,
                     continue_token: Some(encode_continue(rv, &last)),
-                    remaining: None,
+                    remaining,
                 });
             }
         }
@@ -561,7 +569,7 @@ impl Registry {
                 m.remove("status");
             }
         }
-        crate::defaults::apply(rt.group, rt.kind, &mut o);
+        normalize(rt, &mut o);
         self.on_create(rt, &mut o).await?;
         let causes = crate::validation::validate_object(rt, &o);
         if !causes.is_empty() {
@@ -608,10 +616,12 @@ impl Registry {
                                 o["spec"]["preemptionPolicy"] = pp;
                             }
                         }
-                        None => return Err(ApiError::forbidden(format!(
+                        None => {
+                            return Err(ApiError::forbidden(format!(
                             "pods \"{}\" is forbidden: no PriorityClass with name {pc} was found",
                             meta_str(o, "name").unwrap_or_default()
-                        ))),
+                        )))
+                        }
                     }
                 }
                 o["spec"]["priority"] = json!(priority);
@@ -830,6 +840,8 @@ impl Registry {
                     None => remove_meta(&mut new, f),
                 }
             }
+            // Objects are defaulted whenever they are decoded, like upstream.
+            normalize(rt, &mut new);
             if meta_str(&new, "name") != Some(name) {
                 return Err(ApiError::bad_request(format!(
                     "the name of the object ({}) does not match the name on the URL ({name})",
@@ -1278,6 +1290,43 @@ fn apply_patch(
             bosun_patch::strategic_merge_patch(cur, patch, rt.group, rt.kind).map_err(bad)
         }
         other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+/// Defaults plus the conversions upstream's decoding does: empty metadata
+/// maps vanish (Go's omitempty) and Secret stringData folds into data.
+fn normalize(rt: &ResourceType, o: &mut Value) {
+    crate::defaults::apply(rt.group, rt.kind, o);
+    if let Some(meta) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        for f in [
+            "labels",
+            "annotations",
+            "finalizers",
+            "ownerReferences",
+            "managedFields",
+        ] {
+            let empty = match meta.get(f) {
+                Some(Value::Object(m)) => m.is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                meta.remove(f);
+            }
+        }
+    }
+    if rt.group.is_empty() && rt.kind == "Secret" {
+        if let Some(Value::Object(sd)) = o.as_object_mut().and_then(|m| m.remove("stringData")) {
+            if !o.get("data").is_some_and(|d| d.is_object()) {
+                o["data"] = json!({});
+            }
+            for (k, v) in sd {
+                let raw = v.as_str().unwrap_or_default();
+                o["data"][k.as_str()] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(raw));
+            }
+        }
     }
 }
 

@@ -52,8 +52,12 @@ impl Out {
 
 /// Runs a command to completion with a deadline, capturing stdout/stderr.
 pub fn run_command(mut cmd: Command, what: &str) -> Out {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
     let mut so = child.stdout.take().expect("stdout");
     let mut se = child.stderr.take().expect("stderr");
     let t1 = std::thread::spawn(move || {
@@ -107,10 +111,19 @@ impl Cluster {
         Cluster::start_with(&[])
     }
 
+    /// Starts a server with extra flags. The tests exercise the API server as
+    /// upstream's would behave with no controllers, scheduler or node agent
+    /// (deployments stay 0/N, pods stay unbound), so those are disabled.
     pub fn start_with(extra: &[&str]) -> Option<Cluster> {
         if !kubectl_available() {
             return None;
         }
+        let mut extra: Vec<&str> = extra.to_vec();
+        extra.extend_from_slice(&[
+            "--disable-scheduler",
+            "--disable-controllers",
+            "--disable-agent",
+        ]);
         let root = tempfile::Builder::new()
             .prefix("bosun-e2e-")
             .tempdir()
@@ -172,7 +185,10 @@ impl Cluster {
                 }
             }
         }
-        panic!("bosun server did not start: {last_err}\n--- server log ---\n{}", self.log_tail(60));
+        panic!(
+            "bosun server did not start: {last_err}\n--- server log ---\n{}",
+            self.log_tail(60)
+        );
     }
 
     fn try_launch(&self, port: u16) -> Result<Child, String> {
@@ -223,7 +239,10 @@ impl Cluster {
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
             }
             if let Ok(Some(st)) = child.try_wait() {
-                return Err(format!("server exited early with {st}: {}", self.log_tail(20)));
+                return Err(format!(
+                    "server exited early with {st}: {}",
+                    self.log_tail(20)
+                ));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -288,7 +307,10 @@ impl Cluster {
 
     /// Runs kubectl to completion.
     pub fn kubectl(&self, args: &[&str]) -> Out {
-        run_command(self.kubectl_command(args), &format!("kubectl {}", args.join(" ")))
+        run_command(
+            self.kubectl_command(args),
+            &format!("kubectl {}", args.join(" ")),
+        )
     }
 
     /// Runs kubectl, asserts exit 0 and returns stdout.
@@ -327,7 +349,8 @@ impl Cluster {
         a.extend_from_slice(args);
         a.extend_from_slice(&["-o", "json"]);
         let s = self.ok(&a);
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("kubectl {a:?} printed invalid JSON ({e}): {s}"))
+        serde_json::from_str(&s)
+            .unwrap_or_else(|e| panic!("kubectl {a:?} printed invalid JSON ({e}): {s}"))
     }
 
     /// Writes a file under the test's temp dir and returns its path.
@@ -340,8 +363,13 @@ impl Cluster {
     /// Spawns a long-running kubectl whose stdout is delivered line by line.
     pub fn spawn_kubectl_lines(&self, args: &[&str]) -> Spawned<String> {
         let mut cmd = self.kubectl_command(args);
-        let errf = std::fs::File::create(self.root.path().join(format!("spawned-{}.err", free_port()))).expect("stderr file");
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(errf));
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let errf = std::fs::File::create(self.root.path().join(format!("spawned-{n}.err")))
+            .expect("stderr file");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(errf));
         let mut child = cmd.spawn().expect("spawn kubectl");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = channel();
@@ -364,7 +392,9 @@ impl Cluster {
     /// (e.g. `get --raw '...?watch=true'`); newlines between values are optional.
     pub fn spawn_kubectl_json(&self, args: &[&str]) -> Spawned<Value> {
         let mut cmd = self.kubectl_command(args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn kubectl");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = channel();
@@ -386,7 +416,14 @@ impl Cluster {
 
     /// Raw HTTPS request with curl using the admin client certificate
     /// (`creds = false` sends none). Returns (status code, body).
-    pub fn curl(&self, method: &str, path: &str, body: Option<(&str, &Path)>, creds: bool, extra: &[&str]) -> (u16, String) {
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &Path)>,
+        creds: bool,
+        extra: &[&str],
+    ) -> (u16, String) {
         let tls = self.data.join("tls");
         let mut cmd = Command::new("curl");
         cmd.arg("-sS")
@@ -399,18 +436,35 @@ impl Cluster {
             .arg("-w")
             .arg("\n%{http_code}");
         if creds {
-            cmd.arg("--cert").arg(tls.join("admin.crt")).arg("--key").arg(tls.join("admin.key"));
+            cmd.arg("--cert")
+                .arg(tls.join("admin.crt"))
+                .arg("--key")
+                .arg(tls.join("admin.key"));
         }
         if let Some((ctype, file)) = body {
+            // HTTP/1.1: over h2, curl 7.88 reports "Stream error in the HTTP/2
+            // framing layer" when the server answers before reading the body
+            // and then sends RST_STREAM(NO_ERROR), which RFC 9113 8.1 allows.
+            cmd.arg("--http1.1");
             cmd.arg("-H").arg(format!("Content-Type: {ctype}"));
             cmd.arg("--data-binary").arg(format!("@{}", file.display()));
         }
         cmd.args(extra);
         cmd.arg(format!("{}{}", self.server_url(), path));
         let o = run_command(cmd, &format!("curl {method} {path}"));
-        assert!(o.ok(), "curl {method} {path} failed (exit {}): {}", o.code, o.stderr);
+        assert!(
+            o.ok(),
+            "curl {method} {path} failed (exit {}): {}",
+            o.code,
+            o.stderr
+        );
         let (body, code) = o.stdout.rsplit_once('\n').unwrap_or(("", &o.stdout));
-        (code.trim().parse().unwrap_or_else(|_| panic!("curl printed no status: {:?}", o.stdout)), body.to_string())
+        (
+            code.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("curl printed no status: {:?}", o.stdout)),
+            body.to_string(),
+        )
     }
 }
 
@@ -421,7 +475,11 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- bosun server log ({}) ---\n{}", self.log.display(), self.log_tail(40));
+            eprintln!(
+                "--- bosun server log ({}) ---\n{}",
+                self.log.display(),
+                self.log_tail(40)
+            );
         }
     }
 }
@@ -459,7 +517,10 @@ impl<T: std::fmt::Debug> Spawned<T> {
                         return seen;
                     }
                 }
-                Err(e) => panic!("{}: wanted output not seen within {timeout:?} ({e:?}); saw {seen:#?}", self.what),
+                Err(e) => panic!(
+                    "{}: wanted output not seen within {timeout:?} ({e:?}); saw {seen:#?}",
+                    self.what
+                ),
             }
         }
     }
