@@ -149,13 +149,21 @@ fn strips_status(rt: &ResourceType) -> bool {
     rt.has_subresource("status")
 }
 
-fn spec_of(o: &Value) -> Value {
-    let mut c = o.clone();
-    if let Some(m) = c.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-    }
-    c
+/// Whether anything but metadata and status differs (a spec change).
+fn spec_changed(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a != b;
+    };
+    let skip = |k: &String| k == "metadata" || k == "status";
+    a.iter()
+        .filter(|(k, _)| !skip(k))
+        .any(|(k, v)| b.get(k) != Some(v))
+        || b.keys().filter(|k| !skip(k)).any(|k| !a.contains_key(k))
+}
+
+/// The revision a read-modify-write cycle compares against.
+struct KvRev {
+    mod_revision: Revision,
 }
 
 pub enum Continue {
@@ -512,10 +520,18 @@ impl Registry {
         let ns = ns.unwrap_or("default");
         let nsrt = resources::find("", "v1", "namespaces")
             .ok_or_else(|| ApiError::internal("no namespaces"))?;
-        match self.store.get(&nsrt.key(None, ns)).await? {
+        let key = nsrt.key(None, ns);
+        let found = match self.cache.get(nsrt, &key) {
+            Some(o) => Some(o.value.clone()),
+            // Just created namespaces may not have reached the cache yet.
+            None => match self.store.get(&key).await? {
+                Some(kv) => Some(decode_kv(&kv)?),
+                None => None,
+            },
+        };
+        match found {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(kv) => {
-                let v = decode_kv(&kv)?;
+            Some(v) => {
                 if meta_str(&v, "deletionTimestamp").is_some() {
                     let mut e = ApiError::forbidden(format!(
                         "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -816,14 +832,33 @@ impl Registry {
         F: FnMut(&Value) -> Result<(Value, Option<String>), ApiError>,
     {
         let key = rt.key(ns, name);
+        // The first read comes from the watch cache (usually current); a
+        // stale read only costs a CAS conflict and a retry from the store.
+        let mut from_cache = true;
         for _ in 0..16 {
-            let Some(kv) = self.store.get(&key).await? else {
-                return Err(ApiError::not_found(rt.group, rt.plural, name));
+            let cached = if from_cache {
+                self.cache.get(rt, &key)
+            } else {
+                None
             };
-            let cur = decode_kv(&kv)?;
+            let (cur, mod_revision) = match cached {
+                Some(o) => (o.value.clone(), o.rv),
+                None => {
+                    from_cache = false;
+                    let Some(kv) = self.store.get(&key).await? else {
+                        return Err(ApiError::not_found(rt.group, rt.plural, name));
+                    };
+                    (decode_kv(&kv)?, kv.mod_revision)
+                }
+            };
+            let kv = KvRev { mod_revision };
             let (mut new, precondition) = f(&cur)?;
             if let Some(p) = precondition.filter(|p| !p.is_empty()) {
                 if p != kv.mod_revision.to_string() {
+                    if from_cache {
+                        from_cache = false;
+                        continue;
+                    }
                     return Err(ApiError::conflict(rt.group, rt.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
                 }
             }
@@ -848,7 +883,7 @@ impl Registry {
                     meta_str(&new, "name").unwrap_or_default()
                 )));
             }
-            if rt.tracks_generation() && spec_of(&new) != spec_of(&cur) {
+            if rt.tracks_generation() && spec_changed(&new, &cur) {
                 let g = cur
                     .pointer("/metadata/generation")
                     .and_then(|g| g.as_i64())
@@ -861,6 +896,12 @@ impl Registry {
                 json!(kv.mod_revision.to_string()),
             );
             if new == cur {
+                // A no-op against a possibly stale cached copy must be
+                // confirmed against the store.
+                if from_cache {
+                    from_cache = false;
+                    continue;
+                }
                 return Ok((cur, vec![]));
             }
             let causes = crate::validation::validate_object(rt, &new);
@@ -887,7 +928,10 @@ impl Registry {
                         self.release_object(rt, &new);
                         return Ok((with_rv(new, d.mod_revision), vec![]));
                     }
-                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(StoreError::Conflict { .. }) => {
+                        from_cache = false;
+                        continue;
+                    }
                     Err(StoreError::NotFound(_)) => {
                         return Err(ApiError::not_found(rt.group, rt.plural, name))
                     }
@@ -896,7 +940,10 @@ impl Registry {
             }
             match self.store.update(&key, encode(&new), kv.mod_revision).await {
                 Ok(kv2) => return Ok((with_rv(new, kv2.mod_revision), vec![])),
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    from_cache = false;
+                    continue;
+                }
                 Err(StoreError::NotFound(_)) => {
                     return Err(ApiError::not_found(rt.group, rt.plural, name))
                 }
