@@ -107,7 +107,6 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
             set_default(spec, "serviceAccountName", json!("default"));
             set_default(spec, "serviceAccount", json!("default"));
             set_default(spec, "enableServiceLinks", json!(true));
-            set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
             // DefaultTolerationSeconds admission.
             let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
             if let Some(ts) = tolerations.as_array_mut() {

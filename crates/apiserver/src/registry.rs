@@ -616,11 +616,15 @@ impl Registry {
     async fn on_create(&self, rt: &ResourceType, o: &mut Value) -> Result<(), ApiError> {
         match (rt.group, rt.kind) {
             ("", "Pod") => {
+                // The Priority admission plugin: priority and preemptionPolicy
+                // come from the PriorityClass and may not contradict it.
+                let pod_name = meta_str(o, "name").unwrap_or_default().to_string();
                 let pc = o
                     .pointer("/spec/priorityClassName")
                     .and_then(|v| v.as_str())
                     .map(String::from);
                 let mut priority = 0i64;
+                let mut policy = "PreemptLowerPriority".to_string();
                 if let Some(pc) = pc.filter(|p| !p.is_empty()) {
                     let pcrt = resources::find("scheduling.k8s.io", "v1", "priorityclasses")
                         .ok_or_else(|| ApiError::internal("no priorityclasses"))?;
@@ -628,18 +632,28 @@ impl Registry {
                         Some(kv) => {
                             let v = decode_kv(&kv)?;
                             priority = v.get("value").and_then(|x| x.as_i64()).unwrap_or(0);
-                            if let Some(pp) = v.get("preemptionPolicy").cloned() {
-                                o["spec"]["preemptionPolicy"] = pp;
+                            if let Some(pp) = v.get("preemptionPolicy").and_then(|p| p.as_str()) {
+                                policy = pp.to_string();
                             }
                         }
                         None => {
                             return Err(ApiError::forbidden(format!(
-                            "pods \"{}\" is forbidden: no PriorityClass with name {pc} was found",
-                            meta_str(o, "name").unwrap_or_default()
-                        )))
+                                "pods \"{pod_name}\" is forbidden: no PriorityClass with name {pc} was found"
+                            )))
                         }
                     }
                 }
+                if let Some(p) = o.pointer("/spec/priority").and_then(|p| p.as_i64()) {
+                    if p != priority {
+                        return Err(ApiError::forbidden(format!("pods \"{pod_name}\" is forbidden: the integer value of priority ({p}) must not be provided in pod spec; priority admission controller computed {priority} from the given PriorityClass name")));
+                    }
+                }
+                if let Some(p) = o.pointer("/spec/preemptionPolicy").and_then(|p| p.as_str()) {
+                    if p != policy {
+                        return Err(ApiError::forbidden(format!("pods \"{pod_name}\" is forbidden: the string value of PreemptionPolicy ({p}) must not be provided in pod spec; priority admission controller computed {policy} from the given PriorityClass name")));
+                    }
+                }
+                o["spec"]["preemptionPolicy"] = json!(policy);
                 o["spec"]["priority"] = json!(priority);
                 o["status"] = json!({"phase": "Pending", "qosClass": qos_class(o)});
             }

@@ -575,6 +575,16 @@ async fn report_unschedulable(
                     ),
                 )
                 .await;
+            // Like upstream: mark the victim before deleting it.
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let cond = json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                "message": "default-scheduler: preempting to accommodate a higher priority pod", "lastProbeTime": null, "lastTransitionTime": now}]}});
+            if let Err(e) = vapi
+                .patch_status(&vname, &PatchParams::default(), &Patch::Strategic(&cond))
+                .await
+            {
+                tracing::debug!(victim = %vname, error = %e, "marking preemption victim");
+            }
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: victim.metadata.uid.clone(),
