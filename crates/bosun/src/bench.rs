@@ -21,6 +21,12 @@ pub struct SchedulerBenchArgs {
     /// the measured pods; nodes get 10 zones.
     #[arg(long)]
     affinity: bool,
+    /// Skip the Scheduled event per pod (to see what events cost).
+    #[arg(long)]
+    no_events: bool,
+    /// Watch cache window per resource.
+    #[arg(long, default_value_t = 1000)]
+    watch_cache_size: usize,
     /// Concurrent pod creations.
     #[arg(long, default_value_t = 64)]
     create_concurrency: usize,
@@ -104,7 +110,7 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         bind_address: "127.0.0.1".into(),
         port: 0,
-        watch_cache_size: 100_000,
+        watch_cache_size: args.watch_cache_size,
     };
     let running = bosun_apiserver::start(config, store)
         .await
@@ -159,6 +165,7 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(bosun_scheduler::runtime::Metrics::default());
     let cfg = bosun_scheduler::runtime::Config {
         leader_elect: false,
+        scheduled_events: !args.no_events,
         ..Default::default()
     };
     let profile = bosun_scheduler::Profile::default();
@@ -191,13 +198,23 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
         let n = args.pods;
         let aff = args.affinity;
         let conc = args.create_concurrency;
-        tokio::spawn(async move { create_pods(&api, "pod", n, aff, conc).await })
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = create_pods(&api, "pod", n, aff, conc).await;
+            (r, t.elapsed())
+        })
     };
     let target = (args.init_pods + args.pods) as u64;
     wait_scheduled(&metrics, target, Duration::from_secs(1800)).await?;
     let elapsed = t.elapsed();
-    let create_result = creator.await.context("creator task")?;
+    let (create_result, created_in) = creator.await.context("creator task")?;
     create_result?;
+    println!(
+        "bench: the {} measured pods were created in {:.2}s ({:.0} creates/s)",
+        args.pods,
+        created_in.as_secs_f64(),
+        args.pods as f64 / created_in.as_secs_f64()
+    );
     let mut lat = metrics
         .latencies_us
         .lock()
