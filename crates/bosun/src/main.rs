@@ -253,7 +253,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         });
     }
     // Components that do not exist yet are simply not started.
-    let _ = args.disable_controllers;
+    if !args.disable_controllers {
+        let client = client(Some(running.kubeconfig.clone())).await?;
+        tokio::spawn(bosun_controllers::run(
+            client,
+            bosun_controllers::Config::default(),
+        ));
+    }
     tracing::info!(addr = %running.addr, "API server listening");
     println!("bosun: API server on https://{}", running.addr);
     println!(
