@@ -2,6 +2,7 @@
 //! that reconciles current state toward the desired state, like
 //! kube-controller-manager. It never touches the store.
 
+mod common_rs;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -39,7 +40,8 @@ type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Runs every controller until the process ends.
 pub async fn run(client: Client, config: Config) {
     if config.leader_elect {
-        let lc = bosun_leader::Config::new("kube-system", "kube-controller-manager", &config.identity);
+        let lc =
+            bosun_leader::Config::new("kube-system", "kube-controller-manager", &config.identity);
         bosun_leader::acquire(&client, &lc).await;
         let c2 = client.clone();
         tokio::spawn(async move {
@@ -59,8 +61,14 @@ pub async fn run(client: Client, config: Config) {
         ("namespace", Box::pin(namespace::run(client.clone()))),
         ("garbagecollector", Box::pin(gc::run(client.clone()))),
         ("endpoints", Box::pin(endpoints::run(client.clone()))),
-        ("serviceaccount", Box::pin(serviceaccount::run(client.clone()))),
-        ("nodelifecycle", Box::pin(nodelifecycle::run(client.clone()))),
+        (
+            "serviceaccount",
+            Box::pin(serviceaccount::run(client.clone())),
+        ),
+        (
+            "nodelifecycle",
+            Box::pin(nodelifecycle::run(client.clone())),
+        ),
     ];
     let mut handles = Vec::new();
     for (name, t) in tasks {

@@ -226,7 +226,11 @@ async fn pods_loop(client: Client, names: Vec<String>) -> Result<(), SimError> {
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
         if phase == "Pending" || phase.is_empty() {
-            let st = running_status(&pod, "192.0.2.1");
+            let mut st = running_status(&pod, "192.0.2.1");
+            // A stale watch event must not restart a pod already marked
+            // Running (its condition times would move): the version is a
+            // precondition, and a conflict means a newer event is coming.
+            st["metadata"] = json!({"resourceVersion": pod.metadata.resource_version});
             if let Err(e) = api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&st))
                 .await

@@ -1,0 +1,587 @@
+//! End-to-end tests of the namespace, garbage collector, endpoints,
+//! service account and node lifecycle controllers: a real `bosun server`
+//! (controllers and scheduler on, no node agent) plus `bosun simulate
+//! nodes` where pods must run, driven by the real kubectl.
+
+mod common;
+
+use common::{free_port, kubectl_available, run_command, Out, KUBECTL};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+struct Cluster {
+    root: tempfile::TempDir,
+    data: PathBuf,
+    home: PathBuf,
+    server: Option<Child>,
+    log: PathBuf,
+    sims: Vec<Child>,
+}
+
+impl Cluster {
+    fn start(env: &[(&str, &str)]) -> Option<Cluster> {
+        if !kubectl_available() {
+            return None;
+        }
+        let root = tempfile::Builder::new()
+            .prefix("bosun-ctrl-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let data = root.path().join("data");
+        let home = root.path().join("home");
+        std::fs::create_dir_all(&home).expect("mkdir home");
+        let log = root.path().join("server.log");
+        let mut c = Cluster {
+            data,
+            home,
+            server: None,
+            log,
+            sims: Vec::new(),
+            root,
+        };
+        let mut last = String::new();
+        for _ in 0..5 {
+            match c.try_launch(free_port(), env) {
+                Ok(child) => {
+                    c.server = Some(child);
+                    return Some(c);
+                }
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        panic!("bosun server did not start: {last}");
+    }
+
+    fn try_launch(&self, port: u16, env: &[(&str, &str)]) -> Result<Child, String> {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open server log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bosun"));
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--https-port")
+            .arg(port.to_string())
+            .arg("--bind-address")
+            .arg("127.0.0.1")
+            .arg("--disable-agent")
+            .env("BOSUN_LOG", "info")
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(logf))
+            .spawn()
+            .map_err(|e| format!("spawning bosun server: {e}"))?;
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) if line.starts_with("bosun: admin kubeconfig at") => return Ok(child),
+                Ok(_) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(format!("server exited with {st}: {}", self.tail(20)));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("server printed no kubeconfig line within 30s".into());
+            }
+        }
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let l: Vec<&str> = s.lines().collect();
+        l[l.len().saturating_sub(n)..].join("\n")
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.data.join("admin.kubeconfig")
+    }
+
+    /// `bosun simulate nodes` with `count` nodes; waits until they are Ready.
+    fn simulate(&mut self, prefix: &str, count: usize, lease_interval: u64) -> Vec<String> {
+        let log = self.root.path().join(format!("sim-{prefix}.log"));
+        let logf = std::fs::File::create(&log).expect("sim log");
+        let child = Command::new(env!("CARGO_BIN_EXE_bosun"))
+            .args(["simulate", "nodes", "--kubeconfig"])
+            .arg(self.kubeconfig())
+            .args(["--count", &count.to_string(), "--prefix", prefix])
+            .args(["--lease-interval", &lease_interval.to_string()])
+            .env("BOSUN_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(logf))
+            .spawn()
+            .expect("spawning bosun simulate nodes");
+        self.sims.push(child);
+        let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+        for n in &names {
+            self.eventually(&format!("node {n} Ready"), || {
+                let o = self.kubectl(&[
+                    "get",
+                    "node",
+                    n,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ]);
+                (o.ok() && o.stdout.trim() == "True").then_some(())
+            });
+        }
+        names
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Out {
+        let mut cmd = Command::new(KUBECTL);
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", &self.home)
+            .current_dir(self.root.path());
+        run_command(cmd, &format!("kubectl {}", args.join(" ")))
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.ok(),
+            "kubectl {} failed (exit {}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            o.code,
+            o.stdout,
+            o.stderr
+        );
+        o.stdout
+    }
+
+    #[track_caller]
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("JSON")
+    }
+
+    #[track_caller]
+    fn apply(&self, yaml: &str) {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = self.root.path().join(format!("manifest-{n}.yaml"));
+        std::fs::write(&p, yaml).expect("write manifest");
+        self.ok(&["create", "-f", p.to_str().expect("utf-8 path")]);
+    }
+
+    fn uid(&self, args: &[&str]) -> String {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "jsonpath={.metadata.uid}"]);
+        self.ok(&a)
+    }
+
+    /// A ConfigMap owned by another object.
+    fn dependent(&self, ns: &str, name: &str, owner_kind: &str, owner: &str, uid: &str) {
+        self.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  ownerReferences:\n  - apiVersion: v1\n    kind: {owner_kind}\n    name: {owner}\n    uid: {uid}\n    blockOwnerDeletion: true\n"
+        ));
+    }
+
+    fn exists(&self, args: &[&str]) -> bool {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        let o = self.kubectl(&a);
+        if !o.ok() {
+            assert!(o.stderr.contains("NotFound"), "kubectl get: {}", o.stderr);
+        }
+        o.ok()
+    }
+
+    #[track_caller]
+    fn eventually<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}\n--- pods,nodes ---\n{}\n--- server log ---\n{}",
+                    self.kubectl(&["get", "pods,nodes", "-A", "-o", "wide"]).stdout,
+                    self.tail(30)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for mut s in self.sims.drain(..) {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", self.tail(60));
+        }
+    }
+}
+
+#[test]
+fn namespace_deletion_and_default_service_account() {
+    let Some(c) = Cluster::start(&[]) else { return };
+    c.ok(&["create", "namespace", "doomed"]);
+    // The serviceaccount controller gives every namespace `default`.
+    c.eventually("default ServiceAccount in doomed", || {
+        c.exists(&["serviceaccount", "default", "-n", "doomed"])
+            .then_some(())
+    });
+    c.ok(&[
+        "create",
+        "configmap",
+        "a",
+        "-n",
+        "doomed",
+        "--from-literal=k=v",
+    ]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "doomed",
+        "--from-literal=k=v",
+    ]);
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "-n",
+        "doomed",
+        "--tcp=80:8080",
+    ]);
+    // A finalizer someone else removes later holds the namespace.
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: doomed\n  finalizers: [example.com/hold]\n");
+    c.ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    let ns = c.eventually("NamespaceFinalizersRemaining condition", || {
+        let ns = c.json(&["namespace", "doomed"]);
+        let conds = ns["status"]["conditions"].as_array()?.clone();
+        let fr = conds
+            .iter()
+            .find(|x| x["type"] == "NamespaceFinalizersRemaining" && x["status"] == "True")?
+            .clone();
+        Some((ns, fr))
+    });
+    assert_eq!(ns.0["status"]["phase"], "Terminating");
+    assert_eq!(
+        ns.1["message"],
+        "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+    );
+    let conds = ns.0["status"]["conditions"].as_array().unwrap();
+    let remaining = conds
+        .iter()
+        .find(|x| x["type"] == "NamespaceContentRemaining")
+        .unwrap();
+    assert_eq!(remaining["status"], "True");
+    assert_eq!(
+        remaining["message"],
+        "Some resources are remaining: configmaps. has 1 resource instances"
+    );
+    assert!(!c.exists(&["secret", "s", "-n", "doomed"]));
+    c.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "doomed",
+        "--type=merge",
+        "-p",
+        "{\"metadata\":{\"finalizers\":null}}",
+    ]);
+    c.eventually("doomed removed once its content is gone", || {
+        (!c.exists(&["namespace", "doomed"])).then_some(())
+    });
+    // `kubectl delete` waits for the namespace to disappear.
+    c.ok(&["create", "namespace", "second"]);
+    c.ok(&["create", "configmap", "b", "-n", "second"]);
+    c.ok(&["create", "secret", "generic", "t", "-n", "second"]);
+    let t = Instant::now();
+    c.ok(&["delete", "namespace", "second", "--timeout=30s"]);
+    assert!(t.elapsed() < Duration::from_secs(25));
+    assert!(!c.exists(&["namespace", "second"]));
+    for ns in ["doomed", "second"] {
+        let left = c.ok(&["get", "configmaps,secrets,services", "-n", ns, "-o", "name"]);
+        assert!(left.trim().is_empty(), "left over in {ns}: {left}");
+    }
+}
+
+#[test]
+fn garbage_collector_background_foreground_orphan() {
+    let Some(c) = Cluster::start(&[]) else { return };
+    // Background: the owner goes, then its dependents.
+    c.ok(&["create", "configmap", "owner-bg"]);
+    let uid = c.uid(&["configmap", "owner-bg"]);
+    c.dependent("default", "dep-bg-1", "ConfigMap", "owner-bg", &uid);
+    c.dependent("default", "dep-bg-2", "ConfigMap", "owner-bg", &uid);
+    // A dependent with a live owner and a dangling one keeps living, without
+    // the dangling reference.
+    c.ok(&["create", "configmap", "survivor-owner"]);
+    let suid = c.uid(&["configmap", "survivor-owner"]);
+    c.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: two-owners\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: owner-bg, uid: {uid}}}\n  - {{apiVersion: v1, kind: ConfigMap, name: survivor-owner, uid: {suid}}}\n"
+    ));
+    c.ok(&["delete", "configmap", "owner-bg"]);
+    c.eventually("background dependents deleted", || {
+        (!c.exists(&["configmap", "dep-bg-1"]) && !c.exists(&["configmap", "dep-bg-2"]))
+            .then_some(())
+    });
+    c.eventually("dangling owner reference removed", || {
+        let v = c.json(&["configmap", "two-owners"]);
+        let refs = v["metadata"]["ownerReferences"].as_array()?.clone();
+        (refs.len() == 1 && refs[0]["name"] == "survivor-owner").then_some(())
+    });
+    // A dependent whose owner uid never existed is collected too.
+    c.dependent("default", "dep-ghost", "ConfigMap", "ghost", "no-such-uid");
+    c.eventually("dependent of a missing owner deleted", || {
+        (!c.exists(&["configmap", "dep-ghost"])).then_some(())
+    });
+
+    // Foreground: kubectl waits until the dependents and then the owner are gone.
+    c.ok(&["create", "configmap", "owner-fg"]);
+    let uid = c.uid(&["configmap", "owner-fg"]);
+    c.dependent("default", "dep-fg-1", "ConfigMap", "owner-fg", &uid);
+    let uid1 = c.uid(&["configmap", "dep-fg-1"]);
+    // A grandchild: the child is deleted in the foreground itself.
+    c.dependent("default", "dep-fg-grand", "ConfigMap", "dep-fg-1", &uid1);
+    c.ok(&[
+        "delete",
+        "configmap",
+        "owner-fg",
+        "--cascade=foreground",
+        "--timeout=30s",
+    ]);
+    assert!(!c.exists(&["configmap", "owner-fg"]));
+    assert!(!c.exists(&["configmap", "dep-fg-1"]));
+    assert!(!c.exists(&["configmap", "dep-fg-grand"]));
+
+    // Orphan: the dependents stay, without the owner reference.
+    c.ok(&["create", "configmap", "owner-or"]);
+    let uid = c.uid(&["configmap", "owner-or"]);
+    c.dependent("default", "dep-or-1", "ConfigMap", "owner-or", &uid);
+    c.ok(&[
+        "delete",
+        "configmap",
+        "owner-or",
+        "--cascade=orphan",
+        "--timeout=30s",
+    ]);
+    assert!(!c.exists(&["configmap", "owner-or"]));
+    let v = c.json(&["configmap", "dep-or-1"]);
+    assert!(
+        v["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{v}"
+    );
+    // Cross-kind: a Secret owning a ConfigMap.
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "owner-secret",
+        "--from-literal=a=b",
+    ]);
+    let uid = c.uid(&["secret", "owner-secret"]);
+    c.dependent("default", "dep-of-secret", "Secret", "owner-secret", &uid);
+    c.ok(&["delete", "secret", "owner-secret"]);
+    c.eventually("dependent of a deleted Secret deleted", || {
+        (!c.exists(&["configmap", "dep-of-secret"])).then_some(())
+    });
+    assert!(c.exists(&["configmap", "dep-or-1"]));
+}
+
+#[test]
+fn endpoints_and_endpointslices_over_running_pods() {
+    let Some(mut c) = Cluster::start(&[]) else {
+        return;
+    };
+    c.simulate("ep-node-", 1, 5);
+    for i in 0..2 {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-{i}\n  labels: {{app: web}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    ports:\n    - {{name: http, containerPort: 8080}}\n"
+        ));
+    }
+    c.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels: {team: a}\nspec:\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http}\n");
+    // A service without a selector is left alone.
+    c.apply("apiVersion: v1\nkind: Service\nmetadata:\n  name: manual\nspec:\n  ports:\n  - {port: 80}\n");
+    c.eventually("endpoints with both pods", || {
+        let out = c.ok(&["get", "endpoints", "web"]);
+        out.contains("192.0.2.1:8080,192.0.2.1:8080").then_some(())
+    });
+    let ep = c.json(&["endpoints", "web"]);
+    let subset = &ep["subsets"][0];
+    assert_eq!(subset["addresses"].as_array().unwrap().len(), 2, "{ep}");
+    assert_eq!(subset["addresses"][0]["targetRef"]["kind"], "Pod");
+    assert_eq!(subset["ports"][0]["name"], "http");
+    assert_eq!(subset["ports"][0]["port"], 8080);
+    assert_eq!(ep["metadata"]["labels"]["team"], "a");
+    let slices = c.json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    let items = slices["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{slices}");
+    let s = &items[0];
+    assert!(s["metadata"]["name"].as_str().unwrap().starts_with("web-"));
+    assert_eq!(
+        s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Service");
+    assert_eq!(s["addressType"], "IPv4");
+    assert_eq!(s["ports"][0]["port"], 8080);
+    let eps = s["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 2);
+    assert_eq!(eps[0]["conditions"]["ready"], true);
+    assert_eq!(eps[0]["nodeName"], "ep-node-0");
+    // Stable: no rewrite loop.
+    let rv = s["metadata"]["resourceVersion"].clone();
+    let erv = ep["metadata"]["resourceVersion"].clone();
+    std::thread::sleep(Duration::from_secs(2));
+    let again = c.json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    assert_eq!(again["items"][0]["metadata"]["resourceVersion"], rv);
+    assert_eq!(
+        c.json(&["endpoints", "web"])["metadata"]["resourceVersion"],
+        erv
+    );
+    assert!(!c.exists(&["endpoints", "manual"]));
+
+    // A deleted pod leaves (the simulated node finishes the deletion).
+    c.ok(&["delete", "pod", "web-1", "--wait=false"]);
+    c.eventually("one endpoint left", || {
+        let ep = c.json(&["endpoints", "web"]);
+        let n = ep["subsets"][0]["addresses"]
+            .as_array()
+            .map_or(0, |a| a.len());
+        let sl = c.json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+        let m = sl["items"][0]["endpoints"]
+            .as_array()
+            .map_or(0, |a| a.len());
+        (n == 1 && m == 1).then_some(())
+    });
+    // The service goes: so do its Endpoints and slices.
+    c.ok(&["delete", "service", "web"]);
+    c.eventually("endpoints and slices deleted", || {
+        let sl = c.json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+        (!c.exists(&["endpoints", "web"]) && sl["items"].as_array().is_some_and(|a| a.is_empty()))
+            .then_some(())
+    });
+}
+
+#[test]
+fn node_lifecycle_unreachable_taints_and_eviction() {
+    let Some(mut c) = Cluster::start(&[("BOSUN_NODE_MONITOR_GRACE_SECONDS", "3")]) else {
+        return;
+    };
+    c.simulate("nl-node-", 1, 1);
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: short\nspec:\n  tolerations:\n  - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n  containers:\n  - {name: c, image: busybox}\n");
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: long\nspec:\n  containers:\n  - {name: c, image: busybox}\n");
+    for p in ["short", "long"] {
+        c.eventually(&format!("{p} Running"), || {
+            (c.ok(&["get", "pod", p, "-o", "jsonpath={.status.phase}"]) == "Running").then_some(())
+        });
+    }
+    // Stop the heartbeats.
+    for mut s in c.sims.drain(..) {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let node = c.eventually("node Ready=Unknown with unreachable taints", || {
+        let n = c.json(&["node", "nl-node-0"]);
+        let ready = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|x| x["type"] == "Ready")?
+            .clone();
+        let taints = n["spec"]["taints"].as_array()?.clone();
+        (ready["status"] == "Unknown" && taints.len() == 2).then_some((ready, taints))
+    });
+    assert_eq!(node.0["reason"], "NodeStatusUnknown");
+    assert_eq!(node.0["message"], "Kubelet stopped posting node status.");
+    let mut effects: Vec<String> = node
+        .1
+        .iter()
+        .map(|t| {
+            assert_eq!(t["key"], "node.kubernetes.io/unreachable");
+            t["effect"].as_str().unwrap().to_string()
+        })
+        .collect();
+    effects.sort();
+    assert_eq!(effects, ["NoExecute", "NoSchedule"]);
+    // The 2 s toleration expires: evicted (terminating, since nobody
+    // finishes the deletion on the dead node); the 300 s one stays.
+    c.eventually("short evicted", || {
+        let p = c.json(&["pod", "short"]);
+        p["metadata"]["deletionTimestamp"].is_string().then_some(())
+    });
+    let p = c.json(&["pod", "short"]);
+    let dt = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "DisruptionTarget")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(dt["reason"], "DeletionByTaintManager", "{p}");
+    let long = c.json(&["pod", "long"]);
+    assert!(long["metadata"]["deletionTimestamp"].is_null());
+    let ready = long["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        ready["status"], "False",
+        "pods on an unreachable node are not ready"
+    );
+
+    // Heartbeats resume: the taints go.
+    c.simulate("nl-node-", 1, 1);
+    c.eventually("taints removed", || {
+        let n = c.json(&["node", "nl-node-0"]);
+        n["spec"]["taints"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+            .then_some(())
+    });
+}
