@@ -6,12 +6,15 @@ mod common_rs;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod serviceaccount;
 pub mod statefulset;
 
@@ -68,6 +71,12 @@ pub async fn run(client: Client, config: Config) {
         (
             "nodelifecycle",
             Box::pin(nodelifecycle::run(client.clone())),
+        ),
+        ("podgc", Box::pin(podgc::run(client.clone()))),
+        ("disruption", Box::pin(disruption::run(client.clone()))),
+        (
+            "resourcequota",
+            Box::pin(resourcequota::run(client.clone())),
         ),
     ];
     let mut handles = Vec::new();
