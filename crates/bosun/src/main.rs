@@ -97,6 +97,9 @@ enum ImageCommand {
 enum BenchCommand {
     /// scheduler_perf SchedulingBasic: simulated nodes, init pods, measured pods.
     Scheduler(bench::SchedulerBenchArgs),
+    /// A Deployment's creation and rolling update: scheduler, controller
+    /// manager and simulated nodes that run pods, all in this process.
+    Deployment(bench::DeploymentBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -205,6 +208,7 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(SimulateCommand::Nodes(args)) => rt.block_on(simulate_nodes(args)),
         Command::Scheduler(args) => rt.block_on(scheduler(args)),
         Command::Bench(BenchCommand::Scheduler(args)) => rt.block_on(bench::scheduler(args)),
+        Command::Bench(BenchCommand::Deployment(args)) => rt.block_on(bench::deployment(args)),
         Command::Agent(args) => rt.block_on(agent(args)),
         Command::Image(cmd) => rt.block_on(image(cmd)),
     }

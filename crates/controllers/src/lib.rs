@@ -54,36 +54,41 @@ pub async fn run(client: Client, config: Config) {
             std::process::exit(1);
         });
     }
-    let tasks: Vec<(&str, Task)> = vec![
-        ("replicaset", Box::pin(replicaset::run(client.clone()))),
-        ("deployment", Box::pin(deployment::run(client.clone()))),
-        ("daemonset", Box::pin(daemonset::run(client.clone()))),
-        ("statefulset", Box::pin(statefulset::run(client.clone()))),
-        ("job", Box::pin(job::run(client.clone()))),
-        ("cronjob", Box::pin(cronjob::run(client.clone()))),
-        ("namespace", Box::pin(namespace::run(client.clone()))),
-        ("garbagecollector", Box::pin(gc::run(client.clone()))),
-        ("endpoints", Box::pin(endpoints::run(client.clone()))),
-        (
-            "serviceaccount",
-            Box::pin(serviceaccount::run(client.clone())),
-        ),
-        (
-            "nodelifecycle",
-            Box::pin(nodelifecycle::run(client.clone())),
-        ),
-        ("podgc", Box::pin(podgc::run(client.clone()))),
-        ("disruption", Box::pin(disruption::run(client.clone()))),
-        (
-            "resourcequota",
-            Box::pin(resourcequota::run(client.clone())),
-        ),
+    type Make = fn(Client) -> Task;
+    let tasks: Vec<(&str, Make)> = vec![
+        ("replicaset", |c| Box::pin(replicaset::run(c))),
+        ("deployment", |c| Box::pin(deployment::run(c))),
+        ("daemonset", |c| Box::pin(daemonset::run(c))),
+        ("statefulset", |c| Box::pin(statefulset::run(c))),
+        ("job", |c| Box::pin(job::run(c))),
+        ("cronjob", |c| Box::pin(cronjob::run(c))),
+        ("namespace", |c| Box::pin(namespace::run(c))),
+        ("garbagecollector", |c| Box::pin(gc::run(c))),
+        ("endpoints", |c| Box::pin(endpoints::run(c))),
+        ("serviceaccount", |c| Box::pin(serviceaccount::run(c))),
+        ("nodelifecycle", |c| Box::pin(nodelifecycle::run(c))),
+        ("podgc", |c| Box::pin(podgc::run(c))),
+        ("disruption", |c| Box::pin(disruption::run(c))),
+        ("resourcequota", |c| Box::pin(resourcequota::run(c))),
     ];
     let mut handles = Vec::new();
-    for (name, t) in tasks {
+    for (name, make) in tasks {
+        let client = client.clone();
         handles.push(tokio::spawn(async move {
-            t.await;
-            tracing::warn!(controller = name, "controller stopped");
+            // A controller that panics is restarted (and loudly logged)
+            // rather than silently lost.
+            loop {
+                match tokio::spawn(make(client.clone())).await {
+                    Ok(()) => {
+                        tracing::warn!(controller = name, "controller stopped");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(controller = name, error = %e, "controller panicked; restarting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
         }));
     }
     for h in handles {

@@ -533,8 +533,10 @@ fn log_rank_diff(t1: i64, t2: i64, now: i64) -> i64 {
 /// "a before b" in upstream afterOrZero terms (zero first, then newer first),
 /// with logarithmic buckets (LogarithmicScaleDown) and UID tie-break.
 fn newer_first(a: Option<i64>, b: Option<i64>, now: i64, ua: &str, ub: &str) -> Option<bool> {
+    // Equal times fall to the UID tie-break too, so the comparison stays a
+    // total order (Rust's sort panics on an inconsistent comparator).
     match (a, b) {
-        (x, y) if x == y => None,
+        (None, None) => None,
         (None, _) => Some(true),
         (_, None) => Some(false),
         (Some(x), Some(y)) => {

@@ -315,7 +315,14 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         &sts.metadata,
         &spec.selector,
         &spec.template,
-        sts.status.as_ref().and_then(|s| s.collision_count),
+        // Like upstream, an unset collisionCount hashes as 0: the status
+        // write that sets it to 0 must not change the revision.
+        Some(
+            sts.status
+                .as_ref()
+                .and_then(|s| s.collision_count)
+                .unwrap_or(0),
+        ),
         spec.revision_history_limit.unwrap_or(10),
         &in_use
             .iter()
