@@ -137,23 +137,12 @@ pub fn pod_available(p: &Pod, min_ready: i64, now: Timestamp) -> bool {
 }
 
 /// FNV-1a, 32 bits (what upstream hashes pod templates with).
-pub fn fnv32a(data: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c9dc5;
-    for b in data {
-        h ^= *b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    h
-}
+pub use crate::common_rs::fnv32a;
 
 /// `rand.SafeEncodeString(fmt.Sprint(n))`: digits mapped onto consonants and
 /// digits that never spell words.
 pub fn safe_encode(n: u32) -> String {
-    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    n.to_string()
-        .bytes()
-        .map(|b| ALPHA[(b as usize) % ALPHA.len()] as char)
-        .collect()
+    crate::common_rs::safe_encode(&n.to_string())
 }
 
 /// The controller-revision-hash of a revision's data (plus collisionCount).
