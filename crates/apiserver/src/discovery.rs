@@ -22,6 +22,22 @@ fn sub_kind(rt: &ResourceType, sub: &str) -> (Value, Vec<&'static str>) {
             json!({"group": "", "version": "v1", "kind": "Binding"}),
             vec!["create"],
         ),
+        "log" => (
+            json!({"group": "", "version": "v1", "kind": "Pod"}),
+            vec!["get"],
+        ),
+        "exec" => (
+            json!({"group": "", "version": "v1", "kind": "PodExecOptions"}),
+            vec!["create", "get"],
+        ),
+        "attach" => (
+            json!({"group": "", "version": "v1", "kind": "PodAttachOptions"}),
+            vec!["create", "get"],
+        ),
+        "portforward" => (
+            json!({"group": "", "version": "v1", "kind": "PodPortForwardOptions"}),
+            vec!["create", "get"],
+        ),
         _ => (
             json!({"group": rt.group, "version": rt.version, "kind": rt.kind}),
             vec!["get", "patch", "update"],

@@ -22,6 +22,8 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 pub struct State {
     pub registry: Arc<Registry>,
+    /// TLS client config for the node agents' APIs (set at start).
+    pub kubelet_tls: OnceLock<Arc<rustls::ClientConfig>>,
     token: String,
     server_address: String,
     openapi: OnceLock<OpenApi>,
@@ -36,6 +38,7 @@ impl State {
     pub fn new(registry: Arc<Registry>, token: String, server_address: String) -> Self {
         State {
             registry,
+            kubelet_tls: OnceLock::new(),
             token,
             server_address,
             openapi: OnceLock::new(),
@@ -92,6 +95,10 @@ fn build_openapi() -> OpenApi {
     }
 }
 
+pub(crate) fn empty_body() -> Body {
+    full(Bytes::new())
+}
+
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
@@ -117,7 +124,7 @@ fn bytes_response(code: u16, ctype: &str, b: Bytes) -> Response<Body> {
     r
 }
 
-fn error_response(e: &ApiError) -> Response<Body> {
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = json_response(e.code, &e.status_json());
     if let Some(s) = e.retry_after {
         if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
@@ -164,7 +171,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub struct Query(Vec<(String, String)>);
+pub struct Query(pub Vec<(String, String)>);
 
 impl Query {
     fn parse(q: Option<&str>) -> Self {
@@ -538,6 +545,13 @@ async fn verb(
     let reg = &state.registry;
     let rt = t.rt;
     let ns = if rt.namespaced { t.ns } else { None };
+    if let (Some(sub @ ("log" | "exec" | "attach" | "portforward")), Some(name), "Pod") =
+        (t.sub, t.name, rt.kind)
+    {
+        return Ok(
+            crate::proxy::pod_stream(state, req, ns.unwrap_or("default"), name, sub, &q.0).await,
+        );
+    }
     if let Some(sub) = t.sub {
         let ok = rt.has_subresource(sub) || (rt.kind == "Namespace" && sub == "finalize");
         if !ok {

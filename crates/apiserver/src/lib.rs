@@ -5,6 +5,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod proxy;
 pub mod registry;
 pub mod resources;
 pub mod selectors;

@@ -612,6 +612,78 @@ impl Registry {
         }
     }
 
+    /// The RuntimeClass admission plugin: the class must exist; its pod
+    /// overhead becomes the pod's, its scheduling nodeSelector and
+    /// tolerations are merged into the pod's (a conflicting selector or
+    /// overhead is refused).
+    async fn admit_runtime_class(&self, o: &mut Value, pod_name: &str) -> Result<(), ApiError> {
+        let Some(class) = o
+            .pointer("/spec/runtimeClassName")
+            .and_then(|v| v.as_str())
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+        else {
+            return Ok(());
+        };
+        let forbidden =
+            |msg: String| ApiError::forbidden(format!("pods \"{pod_name}\" is forbidden: {msg}"));
+        let rcrt = resources::find("node.k8s.io", "v1", "runtimeclasses")
+            .ok_or_else(|| ApiError::internal("no runtimeclasses"))?;
+        let Some(kv) = self.store.get(&rcrt.key(None, &class)).await? else {
+            return Err(forbidden(format!(
+                "pod rejected: RuntimeClass \"{class}\" not found"
+            )));
+        };
+        let rc = decode_kv(&kv)?;
+        if let Some(fixed) = rc.pointer("/overhead/podFixed").filter(|f| !f.is_null()) {
+            match o.pointer("/spec/overhead").filter(|v| !v.is_null()) {
+                Some(have) if !quantities_equal(have, fixed) => return Err(forbidden(
+                    "pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead"
+                        .into(),
+                )),
+                _ => o["spec"]["overhead"] = fixed.clone(),
+            }
+        }
+        if let Some(sel) = rc
+            .pointer("/scheduling/nodeSelector")
+            .and_then(|s| s.as_object())
+        {
+            let spec = &mut o["spec"];
+            if !spec["nodeSelector"].is_object() {
+                spec["nodeSelector"] = json!({});
+            }
+            for (k, v) in sel {
+                match spec["nodeSelector"].get(k) {
+                    Some(have) if have != v => {
+                        return Err(forbidden(format!(
+                            "pod rejected: conflict: runtimeClass.scheduling.nodeSelector[{k}] = {}; pod.spec.nodeSelector[{k}] = {}",
+                            v.as_str().unwrap_or_default(),
+                            have.as_str().unwrap_or_default()
+                        )))
+                    }
+                    _ => spec["nodeSelector"][k] = v.clone(),
+                }
+            }
+        }
+        if let Some(tols) = rc
+            .pointer("/scheduling/tolerations")
+            .and_then(|t| t.as_array())
+        {
+            let spec = &mut o["spec"];
+            if !spec["tolerations"].is_array() {
+                spec["tolerations"] = json!([]);
+            }
+            if let Some(have) = spec["tolerations"].as_array_mut() {
+                for t in tols {
+                    if !have.contains(t) {
+                        have.push(t.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Kind-specific admission on create.
     async fn on_create(&self, rt: &ResourceType, o: &mut Value) -> Result<(), ApiError> {
         match (rt.group, rt.kind) {
@@ -655,6 +727,7 @@ impl Registry {
                 }
                 o["spec"]["preemptionPolicy"] = json!(policy);
                 o["spec"]["priority"] = json!(priority);
+                self.admit_runtime_class(o, &pod_name).await?;
                 o["status"] = json!({"phase": "Pending", "qosClass": qos_class(o)});
             }
             ("", "Namespace") => {
@@ -1435,6 +1508,12 @@ fn qos_class(pod: &Value) -> &'static str {
     } else {
         "Burstable"
     }
+}
+
+/// Two resource lists are equal (both went through the typed round-trip,
+/// which writes quantities in canonical form).
+fn quantities_equal(a: &Value, b: &Value) -> bool {
+    a == b
 }
 
 #[cfg(test)]

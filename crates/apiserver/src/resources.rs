@@ -130,7 +130,7 @@ pub static RESOURCES: &[ResourceType] = &[
         true,
         ["po"],
         ["all"],
-        ["status", "binding"]
+        ["status", "binding", "log", "exec", "attach", "portforward"]
     ),
     res!(
         "",

@@ -78,6 +78,10 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Ser
         pki.admin_token.clone(),
         format!("{host}:{}", addr.port()),
     ));
+    // Credentials for proxying logs/exec/port-forward to node agents.
+    let _ = state
+        .kubelet_tls
+        .set(crate::proxy::client_config(&config.data_dir)?);
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config.clone());
     let task = tokio::spawn(async move {
         loop {

@@ -323,6 +323,10 @@ fn pod_spec_rules(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
         )),
         Some(_) => {}
     }
+    let host_users = spec
+        .pointer("/hostUsers")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
     let mut seen = std::collections::HashSet::new();
     for list in ["initContainers", "containers"] {
         for (i, c) in spec
@@ -353,6 +357,25 @@ fn pod_spec_rules(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
                         &format!("{p}.name"),
                         "FieldValueDuplicate",
                         format!("Duplicate value: \"{name}\""),
+                    ));
+                }
+            }
+            if let Some(pm) = c
+                .pointer("/securityContext/procMount")
+                .and_then(|v| v.as_str())
+            {
+                let f = format!("{p}.securityContext.procMount");
+                if !matches!(pm, "Default" | "Unmasked") {
+                    causes.push(field_cause(
+                        &f,
+                        "FieldValueNotSupported",
+                        format!("Unsupported value: \"{pm}\": supported values: \"Default\", \"Unmasked\""),
+                    ));
+                } else if pm == "Unmasked" && host_users {
+                    causes.push(field_cause(
+                        &f,
+                        "FieldValueInvalid",
+                        "Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`",
                     ));
                 }
             }

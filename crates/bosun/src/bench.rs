@@ -2,6 +2,9 @@
 //! workload through the real API server and store, with simulated nodes.
 //! `bosun bench deployment`: a Deployment's creation and rolling update with
 //! the scheduler, the controller manager and pod-running simulated nodes.
+//! `bosun bench pods`: pod start latency on a real node (see [`pods`]).
+
+pub mod pods;
 
 use anyhow::Context;
 use futures::StreamExt;

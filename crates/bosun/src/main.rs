@@ -57,6 +57,14 @@ struct AgentArgs {
     /// OCI runtime binary (runc or crun).
     #[arg(long, default_value = "runc")]
     container_runtime: String,
+    /// Extra RuntimeClass handler, NAME=BINARY (repeatable); `runc` and
+    /// `crun` are offered when installed.
+    #[arg(long = "runtime-handler", value_parser = parse_handler)]
+    runtime_handlers: Vec<(String, String)>,
+    /// Port of the agent's HTTPS API (logs, exec, port-forward); if taken,
+    /// a free port is used (published in the Node status).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +108,9 @@ enum BenchCommand {
     /// A Deployment's creation and rolling update: scheduler, controller
     /// manager and simulated nodes that run pods, all in this process.
     Deployment(bench::DeploymentBenchArgs),
+    /// Pod create → Running on a real node (root, runc), against bare runc,
+    /// and the agent's idle RSS with pods running.
+    Pods(bench::pods::PodsBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +178,14 @@ struct ServerArgs {
     /// OCI runtime binary of the node agent (runc or crun).
     #[arg(long, default_value = "runc")]
     container_runtime: String,
+    /// Extra RuntimeClass handler, NAME=BINARY (repeatable); `runc` and
+    /// `crun` are offered when installed.
+    #[arg(long = "runtime-handler", value_parser = parse_handler)]
+    runtime_handlers: Vec<(String, String)>,
+    /// Port of the local node agent's HTTPS API (logs, exec,
+    /// port-forward); if taken, a free port is used.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
     /// Do not run the scheduler here.
     #[arg(long)]
     disable_scheduler: bool,
@@ -209,6 +228,7 @@ fn main() -> anyhow::Result<()> {
         Command::Scheduler(args) => rt.block_on(scheduler(args)),
         Command::Bench(BenchCommand::Scheduler(args)) => rt.block_on(bench::scheduler(args)),
         Command::Bench(BenchCommand::Deployment(args)) => rt.block_on(bench::deployment(args)),
+        Command::Bench(BenchCommand::Pods(args)) => rt.block_on(bench::pods::run(args)),
         Command::Agent(args) => rt.block_on(agent(args)),
         Command::Image(cmd) => rt.block_on(image(cmd)),
     }
@@ -250,6 +270,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         cfg.node_name = args.node_name.clone();
         cfg.control_plane = true;
         cfg.runtime = args.container_runtime.clone();
+        cfg.runtime_handlers = args.runtime_handlers.clone();
+        cfg.kubelet_port = args.kubelet_port;
+        let ca = args.data_dir.join("tls").join("ca.crt");
+        cfg.kubelet_ca_pem = Some(
+            std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?,
+        );
         tokio::spawn(async move {
             if let Err(e) = bosun_kubelet::run(client, cfg).await {
                 tracing::error!(error = %e, "node agent stopped");
@@ -259,9 +285,15 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     // Components that do not exist yet are simply not started.
     if !args.disable_controllers {
         let client = client(Some(running.kubeconfig.clone())).await?;
+        let ca_path = args.data_dir.join("tls").join("ca.crt");
+        let root_ca = std::fs::read_to_string(&ca_path)
+            .with_context(|| format!("reading the cluster CA {}", ca_path.display()))?;
         tokio::spawn(bosun_controllers::run(
             client,
-            bosun_controllers::Config::default(),
+            bosun_controllers::Config {
+                root_ca: Some(root_ca),
+                ..Default::default()
+            },
         ));
     }
     tracing::info!(addr = %running.addr, "API server listening");
@@ -338,11 +370,53 @@ async fn simulate_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_handler(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((n, b)) if !n.is_empty() && !b.is_empty() => Ok((n.to_string(), b.to_string())),
+        _ => Err(format!("expected NAME=BINARY, got {s:?}")),
+    }
+}
+
+/// The cluster CA of a kubeconfig's current cluster: it signs the API
+/// server's client certificate for the agent's API.
+fn kubeconfig_ca(path: &std::path::Path) -> anyhow::Result<String> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let ctx_name = kc.current_context.clone().unwrap_or_default();
+    let cluster_name = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == ctx_name)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| Some(&c.name) == cluster_name.as_ref())
+        .or(kc.clusters.first())
+        .and_then(|c| c.cluster.as_ref())
+        .context("kubeconfig has no cluster")?;
+    if let Some(data) = &cluster.certificate_authority_data {
+        use base64::Engine;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .context("certificate-authority-data is not base64")?;
+        return String::from_utf8(pem).context("certificate-authority-data is not PEM");
+    }
+    if let Some(file) = &cluster.certificate_authority {
+        return std::fs::read_to_string(file).with_context(|| format!("reading {file}"));
+    }
+    anyhow::bail!("kubeconfig {} has no certificate authority", path.display())
+}
+
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    let client = client(Some(args.server_kubeconfig)).await?;
+    let client = client(Some(args.server_kubeconfig.clone())).await?;
     let mut cfg = bosun_kubelet::Config::new(&args.data_dir);
     cfg.node_name = args.node_name;
     cfg.runtime = args.container_runtime;
+    cfg.runtime_handlers = args.runtime_handlers;
+    cfg.kubelet_port = args.kubelet_port;
+    cfg.kubelet_ca_pem = Some(kubeconfig_ca(&args.server_kubeconfig)?);
     tokio::select! {
         r = bosun_kubelet::run(client, cfg) => r.context("node agent")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),

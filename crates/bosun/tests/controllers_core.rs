@@ -265,6 +265,24 @@ fn namespace_deletion_and_default_service_account() {
         c.exists(&["serviceaccount", "default", "-n", "doomed"])
             .then_some(())
     });
+    // The root CA publisher gives it kube-root-ca.crt with the cluster CA,
+    // and puts it back when deleted.
+    let ca = std::fs::read_to_string(c.data.join("tls/ca.crt")).expect("cluster CA");
+    let published = || {
+        c.eventually("kube-root-ca.crt in doomed", || {
+            c.exists(&["configmap", "kube-root-ca.crt", "-n", "doomed"])
+                .then(|| c.json(&["configmap", "kube-root-ca.crt", "-n", "doomed"]))
+        })
+    };
+    let cm = published();
+    assert_eq!(cm["data"]["ca.crt"].as_str(), Some(ca.as_str()));
+    assert!(cm["metadata"]["annotations"]["kubernetes.io/description"]
+        .as_str()
+        .unwrap()
+        .starts_with("Contains a CA bundle"));
+    c.ok(&["delete", "configmap", "kube-root-ca.crt", "-n", "doomed"]);
+    let cm = published();
+    assert_eq!(cm["data"]["ca.crt"].as_str(), Some(ca.as_str()));
     c.ok(&[
         "create",
         "configmap",
@@ -514,16 +532,27 @@ fn node_lifecycle_unreachable_taints_and_eviction() {
     c.simulate("nl-node-", 1, 1);
     c.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: short\nspec:\n  tolerations:\n  - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n  containers:\n  - {name: c, image: busybox}\n");
     c.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: long\nspec:\n  containers:\n  - {name: c, image: busybox}\n");
+    c.apply("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n      containers:\n      - {name: c, image: busybox}\n");
     for p in ["short", "long"] {
         c.eventually(&format!("{p} Running"), || {
             (c.ok(&["get", "pod", p, "-o", "jsonpath={.status.phase}"]) == "Running").then_some(())
         });
     }
-    // Stop the heartbeats.
-    for mut s in c.sims.drain(..) {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
+    c.eventually("web available on nl-node-0", || {
+        (c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ]) == "2")
+            .then_some(())
+    });
+    // A healthy spare node joins; then the first one stops heartbeating.
+    c.simulate("nl-spare-", 1, 1);
+    let mut first = c.sims.remove(0);
+    let _ = first.kill();
+    let _ = first.wait();
     let node = c.eventually("node Ready=Unknown with unreachable taints", || {
         let n = c.json(&["node", "nl-node-0"]);
         let ready = n["status"]["conditions"]
@@ -575,6 +604,31 @@ fn node_lifecycle_unreachable_taints_and_eviction() {
         "pods on an unreachable node are not ready"
     );
 
+    // The Deployment's pods are evicted after their 2 s and replaced on
+    // the spare node, so it is available again.
+    c.eventually("web rescheduled onto nl-spare-0", || {
+        let pods = c.json(&["pods", "-l", "app=web"]);
+        let live: Vec<&Value> = pods["items"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        let avail = c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ]);
+        (live.len() == 2
+            && live.iter().all(|p| p["spec"]["nodeName"] == "nl-spare-0")
+            && avail == "2")
+            .then_some(())
+    });
+    for mut s in c.sims.drain(..) {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
     // Heartbeats resume: the taints go.
     c.simulate("nl-node-", 1, 1);
     c.eventually("taints removed", || {

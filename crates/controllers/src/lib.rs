@@ -15,6 +15,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
+pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
 
@@ -27,6 +28,9 @@ pub struct Config {
     /// Elect a leader on the `kube-system/kube-controller-manager` Lease first.
     pub leader_elect: bool,
     pub identity: String,
+    /// The cluster CA bundle (PEM) to publish as `kube-root-ca.crt` in
+    /// every namespace; None: not published.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Config {
@@ -34,6 +38,7 @@ impl Default for Config {
         Config {
             leader_elect: true,
             identity: format!("bosun-controller-manager-{}", std::process::id()),
+            root_ca: None,
         }
     }
 }
@@ -72,6 +77,20 @@ pub async fn run(client: Client, config: Config) {
         ("resourcequota", |c| Box::pin(resourcequota::run(c))),
     ];
     let mut handles = Vec::new();
+    if let Some(ca) = config.root_ca.clone() {
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                match tokio::spawn(rootca::run(client.clone(), ca.clone())).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(controller = "root-ca-cert-publisher", error = %e, "controller panicked; restarting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }));
+    }
     for (name, make) in tasks {
         let client = client.clone();
         handles.push(tokio::spawn(async move {

@@ -1,10 +1,6 @@
 //! The service account controller: every active namespace gets a `default`
 //! ServiceAccount (kube-controller-manager's `serviceaccount` controller),
-//! recreated when it is deleted.
-//!
-//! The `kube-root-ca.crt` ConfigMap (upstream's root-ca-cert-publisher) is
-//! not published: the controller manager is handed only an API client and
-//! does not know the cluster CA bundle.
+//! recreated when it is deleted. (`kube-root-ca.crt` is [`crate::rootca`].)
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};

@@ -1,7 +1,7 @@
 //! The agent: shared state of the pod workers, the pod watch that feeds
 //! them, and cleanup of what pods left behind.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,6 +43,14 @@ impl Dirs {
     }
 }
 
+/// A RuntimeClass handler: the runtime driver with its OCI binary, and the
+/// binary's name, the scheme of its container IDs (`runc://…`).
+#[derive(Clone)]
+pub struct Handler {
+    pub rt: ContainerRuntime,
+    pub scheme: String,
+}
+
 pub struct Agent {
     pub client: Client,
     pub node_name: String,
@@ -53,6 +61,8 @@ pub struct Agent {
     pub dirs: Dirs,
     /// `runc` / `crun`: the scheme of container IDs.
     pub runtime_name: String,
+    /// RuntimeClass handler name → runtime (the default one included).
+    pub handlers: BTreeMap<String, Handler>,
 }
 
 const UID_LEN: usize = 36;
@@ -62,6 +72,43 @@ fn uid_of(id: &str) -> Option<&str> {
 }
 
 impl Agent {
+    /// The runtime whose state root knows container `id` (the default
+    /// one when none does).
+    pub fn rt_for_container(&self, id: &str) -> &ContainerRuntime {
+        self.handlers
+            .values()
+            .map(|h| &h.rt)
+            .find(|rt| rt.config.runtime.root.join(id).exists())
+            .unwrap_or(&self.rt)
+    }
+
+    /// The handler a RuntimeClass names, made ready to run containers;
+    /// the error is containerd's text for a handler it does not have.
+    pub fn handler(&self, name: &str) -> Result<Handler, String> {
+        let h = self
+            .handlers
+            .get(name)
+            .ok_or_else(|| format!("no runtime for {name:?} is configured"))?;
+        if h.scheme == "crun" {
+            static MOVED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+            // crun refuses a hybrid cgroup host whose v2 tree still holds
+            // a controller: move those to v1 once, when first needed.
+            MOVED
+                .get_or_init(|| {
+                    bosun_runtime::cgroups::move_hybrid_controllers_to_v1()
+                        .map(|_| ())
+                        .map_err(|e| format!("preparing cgroups for crun: {e}"))
+                })
+                .clone()?;
+        }
+        Ok(h.clone())
+    }
+
+    /// The handler whose binary runs containers with IDs `<scheme>://…`.
+    pub fn handler_by_scheme(&self, scheme: &str) -> Option<Handler> {
+        self.handlers.values().find(|h| h.scheme == scheme).cloned()
+    }
+
     /// Remove everything of pod `uid` from the node: containers (by id
     /// prefix, in the bundle dir and the runtime), the sandbox and its
     /// cgroup, tmpfs volumes; with `all`, also the pod's files and logs.
@@ -74,16 +121,16 @@ impl Agent {
             for e in rd.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if id.starts_with(&prefix) {
-                    if let Err(e) = self.rt.remove_container(&id) {
+                    if let Err(e) = self.rt_for_container(&id).remove_container(&id) {
                         first_err.get_or_insert(e.into());
                     }
                 }
             }
         }
-        if let Ok(list) = self.rt.oci.list() {
-            for s in list {
+        for h in self.handlers.values() {
+            for s in h.rt.oci.list().unwrap_or_default() {
                 if s.id.starts_with(&prefix) {
-                    if let Err(e) = self.rt.oci.delete(&s.id, true) {
+                    if let Err(e) = h.rt.oci.delete(&s.id, true) {
                         first_err.get_or_insert(e.into());
                     }
                 }
@@ -157,8 +204,8 @@ impl Agent {
         add_dir(&self.dirs.pods());
         add_dir(&self.rt.config.state_dir.join("sandboxes"));
         add_dir(&self.rt.config.state_dir.join("containers"));
-        if let Ok(list) = self.rt.oci.list() {
-            for s in list {
+        for h in self.handlers.values() {
+            for s in h.rt.oci.list().unwrap_or_default() {
                 if let Some(u) = uid_of(&s.id) {
                     uids.insert(u.to_string());
                 }

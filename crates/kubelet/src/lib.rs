@@ -15,6 +15,8 @@ pub mod env;
 pub mod host;
 pub mod node;
 pub mod pod;
+pub mod probe;
+pub mod server;
 pub mod sources;
 pub mod util;
 pub mod volumes;
@@ -38,8 +40,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Label the node as control plane (the server's own node).
     pub control_plane: bool,
-    /// OCI runtime binary (`runc`, `crun` or a path).
+    /// OCI runtime binary (`runc`, `crun` or a path): the default handler.
     pub runtime: String,
+    /// RuntimeClass handlers: handler name → OCI runtime binary. Handlers
+    /// `runc` and `crun` are added for the binaries found on the host
+    /// (as k3s does); the default runtime always answers to its own name.
+    pub runtime_handlers: Vec<(String, String)>,
     /// Parent cgroup of the QoS cgroups.
     pub cgroup_root: String,
     /// How to start container shims (default: this executable with the
@@ -50,6 +56,12 @@ pub struct Config {
     /// change and at least every `status_report_interval`.
     pub status_check_interval: Duration,
     pub status_report_interval: Duration,
+    /// Port of the agent's HTTPS API (logs, exec, port-forward); taken:
+    /// a free one; 0: always a free one. Published in the Node status.
+    pub kubelet_port: u16,
+    /// The cluster CA (PEM) that signs the API server's client
+    /// certificate; `None`: the agent API is not served.
+    pub kubelet_ca_pem: Option<String>,
 }
 
 impl Config {
@@ -59,13 +71,45 @@ impl Config {
             data_dir: data_dir.into(),
             control_plane: false,
             runtime: "runc".into(),
+            runtime_handlers: Vec::new(),
             cgroup_root: "/kubepods".into(),
             shim: None,
             lease_interval: Duration::from_secs(10),
             status_check_interval: Duration::from_secs(10),
             status_report_interval: Duration::from_secs(300),
+            kubelet_port: server::DEFAULT_PORT,
+            kubelet_ca_pem: None,
         }
     }
+}
+
+/// Handler name → runtime binary for every handler this node offers: the
+/// configured ones, then `runc`/`crun` when installed, then the default.
+fn handler_binaries(cfg: &Config) -> Vec<(String, std::path::PathBuf)> {
+    let mut out: Vec<(String, std::path::PathBuf)> = Vec::new();
+    let mut add = |name: &str, bin: &str| {
+        if out.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        match host::find_binary(bin) {
+            Some(b) => out.push((name.to_string(), b)),
+            None => tracing::warn!(
+                handler = name,
+                binary = bin,
+                "runtime handler binary not found"
+            ),
+        }
+    };
+    for (name, bin) in &cfg.runtime_handlers {
+        add(name, bin);
+    }
+    add(&cfg.runtime_name(), &cfg.runtime);
+    for known in ["runc", "crun"] {
+        if host::find_binary(known).is_some() {
+            add(known, known);
+        }
+    }
+    out
 }
 
 fn build_runtime(cfg: &Config, agent_dir: &std::path::Path) -> anyhow::Result<ContainerRuntime> {
@@ -143,7 +187,16 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
             problems.join("; ")
         );
     }
+    // Bound before registering so the Node publishes the real port.
+    let mut listener = None;
+    if let (Some(ca), true) = (&cfg.kubelet_ca_pem, parts.is_some()) {
+        match server::bind(cfg.kubelet_port, ca).await {
+            Ok(l) => listener = Some(l),
+            Err(e) => tracing::error!(error = %e, "node agent API not served"),
+        }
+    }
     let info = Arc::new(node::NodeInfo {
+        kubelet_port: listener.as_ref().map_or(0, |l| l.port),
         name: node_name.clone(),
         control_plane: cfg.control_plane,
         data_dir: cfg.data_dir.clone(),
@@ -188,7 +241,28 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "importing image archives"),
     }
+    let handlers = handler_binaries(&cfg)
+        .into_iter()
+        .map(|(name, bin)| {
+            let scheme = bin
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| name.clone());
+            // Each binary keeps its own state root (runc and crun state
+            // formats differ); bundles and sandboxes are shared.
+            let oci = RuncCli::new(bin, agent_dir.join(&scheme));
+            (
+                name,
+                agent::Handler {
+                    rt: rt.with_oci(oci),
+                    scheme,
+                },
+            )
+        })
+        .collect();
+    tracing::info!(handlers = ?handler_names(&handlers), "runtime handlers");
     let agent = Arc::new(agent::Agent {
+        handlers,
         recorder: bosun_events::Recorder::new(client.clone(), "kubelet", &node_name),
         client,
         node_name,
@@ -198,7 +272,16 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
         dirs: agent::Dirs { root: agent_dir },
         runtime_name,
     });
+    let _api = AbortOnDrop(
+        listener
+            .map(|l| vec![server::serve(l, agent.clone())])
+            .unwrap_or_default(),
+    );
     agent::pods_loop(agent).await
+}
+
+fn handler_names(h: &std::collections::BTreeMap<String, agent::Handler>) -> Vec<&str> {
+    h.keys().map(String::as_str).collect()
 }
 
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);

@@ -27,6 +27,8 @@ pub struct NodeInfo {
     /// Why containers can't run here (empty: ready).
     pub problems: Vec<String>,
     pub internal_ip: Option<String>,
+    /// Port of the agent's HTTPS API (0: not served).
+    pub kubelet_port: u16,
 }
 
 /// The condition readings that change over time.
@@ -166,7 +168,7 @@ fn status(info: &NodeInfo, r: &Readings, previous: Option<&Value>) -> Value {
             },
         ],
         "addresses": addresses,
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": info.kubelet_port}},
         "nodeInfo": {
             "machineID": host::read_trimmed("/etc/machine-id"),
             "systemUUID": host::read_trimmed("/sys/class/dmi/id/product_uuid"),
@@ -344,6 +346,7 @@ mod tests {
             runtime_version: "1.1.5".into(),
             problems,
             internal_ip: Some("10.0.0.5".into()),
+            kubelet_port: 10250,
         }
     }
 

@@ -11,15 +11,17 @@ use bosun_events::ObjectRef;
 use bosun_images::{Credentials, ImageInfo, ImageLease, Reference};
 use bosun_runtime::cgroups::pod_resources;
 use bosun_runtime::{
-    BindMount, ContainerConfig, ContainerRequest, ContainerStatus, ImageConfig, PodSandbox,
-    QosClass, Resources, SandboxOptions, SandboxRequest, SecurityContext, ShimHandle, ShimState,
+    BindMount, ContainerConfig, ContainerRequest, ContainerRuntime, ContainerStatus, ImageConfig,
+    PodSandbox, QosClass, Resources, SandboxOptions, SandboxRequest, SecurityContext, ShimHandle,
+    ShimState,
 };
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::agent::Agent;
+use crate::probe::{self, Change, ContainerProbes, Handler, Kind, Outcome, RealProber, Target};
 use crate::sources::Sources;
 use crate::util::{self, limit, milli, now, pod_desc, request, whole};
 use crate::volumes::{self, VolumeDir};
@@ -114,6 +116,8 @@ struct Ctr {
     retry_at: Option<Instant>,
     /// Stopped because its definition changed: restart at once.
     force_restart: bool,
+    /// Probes of the running instance.
+    probes: Option<ContainerProbes>,
 }
 
 impl Ctr {
@@ -131,7 +135,19 @@ impl Ctr {
             image_id: String::new(),
             retry_at: None,
             force_restart: false,
+            probes: None,
         }
+    }
+
+    /// `containerStatuses[].ready`: running and its readiness probe (if
+    /// any) says so.
+    fn ready(&self) -> bool {
+        self.running.is_some() && self.probes.as_ref().is_none_or(|p| p.ready())
+    }
+
+    /// `containerStatuses[].started`.
+    fn started(&self) -> bool {
+        self.running.is_some() && self.probes.as_ref().is_none_or(|p| p.started())
     }
 
     fn succeeded(&self) -> bool {
@@ -143,6 +159,11 @@ impl Ctr {
 
 pub struct PodWorker {
     agent: Arc<Agent>,
+    /// The runtime of the pod's RuntimeClass handler (the node's default
+    /// until the sandbox is created or adopted).
+    rt: ContainerRuntime,
+    /// Scheme of the pod's container IDs (`runc`, `crun`).
+    runtime_scheme: String,
     uid: String,
     pod: Pod,
     sandbox: Option<PodSandbox>,
@@ -159,6 +180,19 @@ pub struct PodWorker {
     image_backoff: HashMap<String, (Instant, Duration, String)>,
     /// activeDeadlineSeconds passed: the pod is Failed.
     deadline_exceeded: bool,
+    /// Runs probes and hooks (made for the pod's runtime on first use).
+    prober: Option<Arc<RealProber>>,
+    /// Probe results come back here from their tasks.
+    probe_tx: mpsc::UnboundedSender<ProbeResult>,
+    probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
+}
+
+/// One probe's result, for container `name`'s instance `id`.
+struct ProbeResult {
+    name: String,
+    id: String,
+    kind: Kind,
+    outcome: Outcome,
 }
 
 fn jget<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -169,7 +203,13 @@ impl PodWorker {
     pub fn new(agent: Arc<Agent>, pod: Pod) -> PodWorker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         PodWorker {
+            prober: None,
+            probe_tx,
+            probe_rx,
+            rt: agent.rt.clone(),
+            runtime_scheme: agent.runtime_name.clone(),
             agent,
             uid,
             init: spec
@@ -261,6 +301,7 @@ impl PodWorker {
             let next = self.sync().await;
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
+                Some(r) = self.probe_rx.recv() => self.probe_done(r).await,
                 _ = tokio::time::sleep(next) => {}
             }
         }
@@ -324,6 +365,7 @@ impl PodWorker {
         }
         // A container may have died right away (create failure).
         self.poll_exits().await;
+        self.launch_probes();
         self.post_status().await;
         self.next_wake()
     }
@@ -360,12 +402,7 @@ impl PodWorker {
             );
             let handle = inst.handle.clone();
             self.ctrs[i].force_restart = true;
-            let rt = self.agent.rt.clone();
-            stops.push(tokio::task::spawn_blocking(move || {
-                if let Err(e) = rt.stop_container(&handle, grace) {
-                    tracing::warn!(id = %handle.id, error = %e, "stopping changed container");
-                }
-            }));
+            stops.push(self.stop_task(false, &name, handle, grace));
         }
         for s in stops {
             let _ = s.await;
@@ -405,22 +442,19 @@ impl PodWorker {
                 .unwrap_or(30)
                 .max(0) as u64,
         );
+        let running: Vec<(bool, String, ShimHandle)> = self
+            .init
+            .iter()
+            .map(|c| (true, c))
+            .chain(self.ctrs.iter().map(|c| (false, c)))
+            .filter_map(|(init, c)| {
+                Some((init, c.name.clone(), c.running.as_ref()?.handle.clone()))
+            })
+            .collect();
         let mut stops = Vec::new();
-        for c in self.init.iter().chain(self.ctrs.iter()) {
-            if let Some(inst) = &c.running {
-                self.event(
-                    "Normal",
-                    "Killing",
-                    format!("Stopping container {}", c.name),
-                );
-                let rt = self.agent.rt.clone();
-                let handle = inst.handle.clone();
-                stops.push(tokio::task::spawn_blocking(move || {
-                    if let Err(e) = rt.stop_container(&handle, grace) {
-                        tracing::warn!(id = %handle.id, error = %e, "stopping container");
-                    }
-                }));
-            }
+        for (init, name, handle) in running {
+            self.event("Normal", "Killing", format!("Stopping container {name}"));
+            stops.push(self.stop_task(init, &name, handle, grace));
         }
         for s in stops {
             let _ = s.await;
@@ -443,7 +477,8 @@ impl PodWorker {
                 };
                 next = next.min(poll);
             }
-            for t in [c.restart_at, c.retry_at].into_iter().flatten() {
+            let probe_at = c.probes.as_ref().and_then(|p| p.next_due());
+            for t in [c.restart_at, c.retry_at, probe_at].into_iter().flatten() {
                 next = next.min(t.saturating_duration_since(now) + Duration::from_millis(5));
             }
         }
@@ -463,11 +498,25 @@ impl PodWorker {
             return;
         }
         self.start_time = status["startTime"].as_str().map(str::to_string);
-        let sb_dir = self.agent.rt.sandbox_dir(&self.uid);
+        let sb_dir = self.rt.sandbox_dir(&self.uid);
         if let Ok(sb) = PodSandbox::load(&sb_dir) {
             self.sandbox = Some(sb);
         }
-        let rt_prefix = format!("{}://", self.agent.runtime_name);
+        // The scheme of any container ID says which handler ran the pod.
+        let scheme = ["containerStatuses", "initContainerStatuses"]
+            .iter()
+            .flat_map(|k| status[*k].as_array().into_iter().flatten())
+            .find_map(|cs| {
+                cs["containerID"]
+                    .as_str()?
+                    .split_once("://")
+                    .map(|(s, _)| s.to_string())
+            });
+        if let Some(h) = scheme.and_then(|s| self.agent.handler_by_scheme(&s)) {
+            self.rt = h.rt;
+            self.runtime_scheme = h.scheme;
+        }
+        let rt_prefix = format!("{}://", self.runtime_scheme);
         for (key, init) in [
             ("initContainerStatuses", true),
             ("containerStatuses", false),
@@ -487,7 +536,7 @@ impl PodWorker {
                         .and_then(|s| s.strip_prefix(&rt_prefix))
                         .unwrap_or("")
                         .to_string();
-                    let bundle = self.agent.rt.bundle_dir(&id);
+                    let bundle = self.rt.bundle_dir(&id);
                     if !id.is_empty() {
                         if let Ok(handle) = ShimHandle::open(&bundle) {
                             c.running = Some(Instance {
@@ -519,6 +568,21 @@ impl PodWorker {
             return true;
         }
         let spec = self.pod.spec.clone().unwrap_or_default();
+        if spec.host_users == Some(false) {
+            // No user-namespace support yet: refuse rather than run the
+            // pod with host users, which it asked not to.
+            self.sandbox_failed(
+                "user namespaces (hostUsers: false) are not supported by this node".into(),
+            );
+            return false;
+        }
+        if let Err(msg) = self
+            .resolve_runtime_class(spec.runtime_class_name.as_deref())
+            .await
+        {
+            self.sandbox_failed(msg);
+            return false;
+        }
         let host_network = spec.host_network.unwrap_or(false);
         let dir = self.pod_dir();
         let hostname = if host_network {
@@ -578,7 +642,7 @@ impl PodWorker {
                 host_ipc: spec.host_ipc.unwrap_or(false),
             },
         };
-        let rt = self.agent.rt.clone();
+        let rt = self.rt.clone();
         let r = tokio::task::spawn_blocking(move || rt.run_pod_sandbox(&req)).await;
         match r {
             Ok(Ok(sb)) => {
@@ -595,6 +659,27 @@ impl PodWorker {
                 false
             }
         }
+    }
+
+    /// Pick the runtime of the pod's RuntimeClass (its handler), like the
+    /// kubelet's RuntimeClass manager; no class means the default handler.
+    async fn resolve_runtime_class(&mut self, class: Option<&str>) -> Result<(), String> {
+        let Some(class) = class.filter(|c| !c.is_empty()) else {
+            return Ok(());
+        };
+        let api: kube::Api<k8s_openapi::api::node::v1::RuntimeClass> =
+            kube::Api::all(self.agent.client.clone());
+        let rc = match api.get_opt(class).await {
+            Ok(Some(rc)) => rc,
+            Ok(None) => return Err(format!("RuntimeClass {class:?} not found")),
+            Err(e) => return Err(format!("looking up RuntimeClass {class:?}: {e}")),
+        };
+        let h = self.agent.handler(&rc.handler).map_err(|e| {
+            format!("rpc error: code = Unknown desc = failed to get sandbox runtime: {e}")
+        })?;
+        self.rt = h.rt;
+        self.runtime_scheme = h.scheme;
+        Ok(())
     }
 
     fn sandbox_failed(&mut self, msg: String) {
@@ -630,7 +715,7 @@ impl PodWorker {
             &dir,
             &mut sources,
             &self.agent.host_ip,
-            Some(self.agent.rt.mounter.as_ref()),
+            Some(self.rt.mounter.as_ref()),
         )
         .await;
         self.volumes_at = Some(Instant::now());
@@ -700,6 +785,7 @@ impl PodWorker {
             allow_privilege_escalation: csc.allow_privilege_escalation,
             capabilities_add: caps.add.unwrap_or_default(),
             capabilities_drop: caps.drop.unwrap_or_default(),
+            proc_mount_unmasked: csc.proc_mount.as_deref() == Some("Unmasked"),
         }
     }
 
@@ -919,6 +1005,10 @@ impl PodWorker {
             .logs(&self.namespace(), &self.name(), &self.uid)
             .join(&name)
             .join(format!("{attempt}.log"));
+        let mut config = config;
+        if let Some(m) = self.termination_mount(&spec_c, attempt) {
+            config.mounts.push(m);
+        }
         let req = ContainerRequest {
             id: id.clone(),
             image: ImageConfig {
@@ -941,7 +1031,7 @@ impl PodWorker {
         let Some(sb) = self.sandbox.clone() else {
             return;
         };
-        let rt = self.agent.rt.clone();
+        let rt = self.rt.clone();
         let started = tokio::task::spawn_blocking(move || {
             // A leftover of an interrupted attempt.
             if rt.bundle_dir(&req.id).exists() {
@@ -961,7 +1051,7 @@ impl PodWorker {
             Ok(Err((e, _))) => Err(e),
             Err(join) => Err(bosun_runtime::Error::Shim(join.to_string())),
         };
-        let cid = format!("{}://{}", self.agent.runtime_name, id);
+        let cid = format!("{}://{}", self.runtime_scheme, id);
         {
             let c = self.ctr_mut(init, i);
             c.image_id = image_id;
@@ -988,6 +1078,8 @@ impl PodWorker {
                     image: spec_c.image.clone().unwrap_or_default(),
                     _lease: Some(lease),
                 });
+                c.probes = None;
+                self.post_start(init, i, &spec_c).await;
             }
             Err(bosun_runtime::Error::InvalidConfig(msg)) => {
                 // Nothing was created: a config problem.
@@ -1104,17 +1196,25 @@ impl PodWorker {
                     }
                 };
                 let inst = self.ctr_mut(init, i).running.take().expect("running");
+                self.ctr_mut(init, i).probes = None;
                 let ran = inst.started.elapsed();
+                let reason = st.reason().unwrap_or("Error").to_string();
+                let exit_code = st.exit_code.unwrap_or(255);
+                let tmsg = self.read_termination_message(init, i, &inst.id, exit_code, &reason);
+                let message = match (st.message.clone(), tmsg) {
+                    (Some(m), Some(t)) => Some(format!("{m}: {t}")),
+                    (m, t) => m.or(t),
+                };
                 let t = Term {
-                    exit_code: st.exit_code.unwrap_or(255),
+                    exit_code,
                     signal: None,
-                    reason: st.reason().unwrap_or("Error").to_string(),
-                    message: st.message.clone(),
+                    reason,
+                    message,
                     started_at: Some(inst.started_at.clone()),
                     finished_at: st.finished_at.map(util::rfc3339).unwrap_or_else(now),
-                    container_id: format!("{}://{}", self.agent.runtime_name, inst.id),
+                    container_id: format!("{}://{}", self.runtime_scheme, inst.id),
                 };
-                let rt = self.agent.rt.clone();
+                let rt = self.rt.clone();
                 let id = inst.id.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     if let Err(e) = rt.remove_container(&id) {
@@ -1184,6 +1284,301 @@ impl PodWorker {
     }
 
     // ------------------------------------------------------------------
+    // Probes, hooks, termination messages.
+
+    /// The prober for the pod's runtime (RuntimeClass may change it).
+    fn prober(&mut self) -> Arc<RealProber> {
+        match &self.prober {
+            Some(p) if p.runtime == self.rt.config.runtime => p.clone(),
+            _ => {
+                let p = Arc::new(RealProber::new(
+                    self.rt.config.runtime.clone(),
+                    self.pod_dir().join("exec"),
+                ));
+                self.prober = Some(p.clone());
+                p
+            }
+        }
+    }
+
+    /// Where handlers for instance `id` of `spec_c` run.
+    fn target(&self, spec_c: Option<&Container>, id: &str) -> Target {
+        let host_network = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        Target {
+            container_id: id.to_string(),
+            netns: self.sandbox.as_ref().and_then(|sb| sb.netns.clone()),
+            pod_ip: probe::pod_address(host_network, &self.agent.host_ip),
+            ports: spec_c.and_then(|c| c.ports.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn pod_grace(&self) -> i64 {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0)
+    }
+
+    /// Stop a container like the kubelet: its preStop hook (inside the
+    /// grace period), then SIGTERM, the rest of the grace period, SIGKILL.
+    fn stop_task(
+        &mut self,
+        init: bool,
+        name: &str,
+        handle: ShimHandle,
+        grace: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let spec_c = self.spec_container(init, name);
+        let pre_stop = spec_c
+            .as_ref()
+            .and_then(|c| c.lifecycle.as_ref()?.pre_stop.as_ref())
+            .and_then(Handler::of_hook);
+        let target = self.target(spec_c.as_ref(), &handle.id);
+        let prober = self.prober();
+        let rt = self.rt.clone();
+        let rec = self.agent.recorder.clone();
+        let obj = self.obj_ref();
+        let pod = probe::format_pod(&self.name(), &self.namespace(), &self.uid);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let mut grace = grace;
+            if let Some(h) = pre_stop.filter(|_| !grace.is_zero()) {
+                let t0 = Instant::now();
+                let hp = probe::HookProber(&prober);
+                if let Err(msg) = probe::run_hook(&hp, &target, &h, &name, &pod, grace).await {
+                    rec.record(&obj, "Warning", "FailedPreStopHook", &msg).await;
+                }
+                // Upstream leaves at least 2 s after the hook.
+                grace = grace
+                    .saturating_sub(t0.elapsed())
+                    .max(Duration::from_secs(2));
+            }
+            let r = tokio::task::spawn_blocking(move || {
+                rt.stop_container(&handle, grace)
+                    .map_err(|e| (handle.id.clone(), e))
+            })
+            .await;
+            if let Ok(Err((id, e))) = r {
+                tracing::warn!(id = %id, error = %e, "stopping container");
+            }
+        })
+    }
+
+    /// Run the postStart hook of a just-started container; on failure the
+    /// container is killed (the restart policy takes it from there).
+    async fn post_start(&mut self, init: bool, i: usize, spec_c: &Container) {
+        let Some(h) = spec_c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(Handler::of_hook)
+        else {
+            return;
+        };
+        let Some(handle) = self
+            .ctr_mut(init, i)
+            .running
+            .as_ref()
+            .map(|r| r.handle.clone())
+        else {
+            return;
+        };
+        let target = self.target(Some(spec_c), &handle.id);
+        let prober = self.prober();
+        let pod = probe::format_pod(&self.name(), &self.namespace(), &self.uid);
+        // Upstream waits for the hook without a limit; a bound keeps a
+        // stuck hook from wedging the worker for good.
+        let r = probe::run_hook(
+            &probe::HookProber(&prober),
+            &target,
+            &h,
+            &spec_c.name,
+            &pod,
+            POST_START_MAX,
+        )
+        .await;
+        if let Err(msg) = r {
+            self.event("Warning", "FailedPostStartHook", msg);
+            self.event("Normal", "Killing", "FailedPostStartHook".into());
+            let grace = Duration::from_secs(self.pod_grace() as u64);
+            // The exit is picked up by the sync's next poll.
+            let _ = self.stop_task(init, &spec_c.name, handle, grace).await;
+        }
+    }
+
+    /// Start the probes that are due (creating a new instance's probes).
+    fn launch_probes(&mut self) {
+        let now = Instant::now();
+        let containers = self
+            .pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        let mut launches = Vec::new();
+        for c in &mut self.ctrs {
+            let Some(inst) = &c.running else {
+                continue;
+            };
+            let Some(spec_c) = containers.iter().find(|s| s.name == c.name) else {
+                continue;
+            };
+            let probes = c
+                .probes
+                .get_or_insert_with(|| ContainerProbes::new(spec_c, inst.started));
+            for d in probes.due(now) {
+                launches.push((c.name.clone(), inst.id.clone(), d));
+            }
+        }
+        if launches.is_empty() {
+            return;
+        }
+        let prober = self.prober();
+        for (name, id, d) in launches {
+            let spec_c = containers.iter().find(|s| s.name == name);
+            let target = self.target(spec_c, &id);
+            let tx = self.probe_tx.clone();
+            let prober = prober.clone();
+            tokio::spawn(async move {
+                let outcome =
+                    probe::run_probe(prober.as_ref(), &target, &d.handler, d.timeout).await;
+                let _ = tx.send(ProbeResult {
+                    name,
+                    id,
+                    kind: d.kind,
+                    outcome,
+                });
+            });
+        }
+    }
+
+    /// A probe finished: events, readiness, and a kill when liveness or
+    /// startup gave up on the container.
+    async fn probe_done(&mut self, r: ProbeResult) {
+        let Some(i) = self.ctrs.iter().position(|c| c.name == r.name) else {
+            return;
+        };
+        let Some(handle) = self.ctrs[i]
+            .running
+            .as_ref()
+            .filter(|inst| inst.id == r.id)
+            .map(|inst| inst.handle.clone())
+        else {
+            // From an earlier instance.
+            return;
+        };
+        match &r.outcome {
+            Outcome::Success => {}
+            Outcome::Failure(out) => self.event(
+                "Warning",
+                "Unhealthy",
+                format!("{} probe failed: {}", r.kind.title(), out.trim_end()),
+            ),
+            Outcome::Error(e) => self.event(
+                "Warning",
+                "Unhealthy",
+                format!("{} probe errored: {e}", r.kind.title()),
+            ),
+        }
+        let Some(p) = self.ctrs[i].probes.as_mut() else {
+            return;
+        };
+        if let Change::Kill { message, grace, .. } = p.record(r.kind, &r.outcome) {
+            tracing::info!(pod = %pod_desc(&self.pod), container = %r.name, "{message}");
+            self.event("Normal", "Killing", message);
+            let grace = grace.unwrap_or_else(|| self.pod_grace()).max(0) as u64;
+            // Detached: the exit is picked up by the next poll.
+            drop(self.stop_task(false, &r.name, handle, Duration::from_secs(grace)));
+        }
+    }
+
+    /// The host file bind-mounted at the container's
+    /// terminationMessagePath, one per attempt (upstream does the same).
+    fn termination_file(&self, name: &str, attempt: i32) -> PathBuf {
+        self.pod_dir()
+            .join("containers")
+            .join(name)
+            .join(attempt.to_string())
+    }
+
+    fn termination_mount(&self, c: &Container, attempt: i32) -> Option<BindMount> {
+        let path = c
+            .termination_message_path
+            .clone()
+            .filter(|p| p.starts_with('/'))?;
+        // A volume mounted there wins.
+        let taken = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path.trim_end_matches('/') == path.trim_end_matches('/'));
+        if taken {
+            return None;
+        }
+        let file = self.termination_file(&c.name, attempt);
+        let made = (|| -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            if let Some(d) = file.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(&file, b"")?;
+            // Any container user may write its message.
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))
+        })();
+        if let Err(e) = made {
+            tracing::warn!(file = %file.display(), error = %e, "termination message file");
+            return None;
+        }
+        Some(BindMount {
+            host_path: file,
+            container_path: PathBuf::from(path),
+            read_only: false,
+        })
+    }
+
+    /// The terminated state's message: the termination message file, or
+    /// with FallbackToLogsOnError after a failure, the log's tail.
+    fn read_termination_message(
+        &self,
+        init: bool,
+        i: usize,
+        id: &str,
+        exit_code: i32,
+        reason: &str,
+    ) -> Option<String> {
+        let name = if init {
+            &self.init[i].name
+        } else {
+            &self.ctrs[i].name
+        };
+        let spec_c = self.spec_container(init, name)?;
+        let attempt: i32 = id.rsplit('-').next()?.parse().ok()?;
+        let fallback = spec_c.termination_message_policy.as_deref()
+            == Some("FallbackToLogsOnError")
+            && exit_code != 0
+            && reason != "StartError";
+        let file = spec_c
+            .termination_message_path
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map(|_| self.termination_file(name, attempt));
+        let log = self
+            .agent
+            .dirs
+            .logs(&self.namespace(), &self.name(), &self.uid)
+            .join(name)
+            .join(format!("{attempt}.log"));
+        Some(termination_message(file.as_deref(), fallback, &log)).filter(|m| !m.is_empty())
+    }
+
+    // ------------------------------------------------------------------
     // Status.
 
     fn ctr_status(&self, c: &Ctr, spec_c: Option<&Container>, default_waiting: &str) -> Value {
@@ -1193,13 +1588,13 @@ impl PodWorker {
             "image": image,
             "imageID": c.image_id,
             "restartCount": c.restart_count,
-            "ready": c.running.is_some(),
-            "started": c.running.is_some(),
+            "ready": c.ready(),
+            "started": c.started(),
             "lastState": c.last_term.as_ref().map(|t| json!({"terminated": t.to_json()})).unwrap_or(json!({})),
         });
         if let Some(r) = &c.running {
             v["state"] = json!({"running": {"startedAt": r.started_at}});
-            v["containerID"] = json!(format!("{}://{}", self.agent.runtime_name, r.id));
+            v["containerID"] = json!(format!("{}://{}", self.runtime_scheme, r.id));
         } else if let Some((reason, msg)) = &c.waiting {
             let mut w = json!({"reason": reason});
             if !msg.is_empty() {
@@ -1303,7 +1698,7 @@ impl PodWorker {
         let unready: Vec<String> = self
             .ctrs
             .iter()
-            .filter(|c| c.running.is_none())
+            .filter(|c| !c.ready())
             .map(|c| c.name.clone())
             .collect();
         let ready = unready.is_empty() && phase == "Running";
@@ -1421,28 +1816,27 @@ impl PodWorker {
             self.first_sync = false;
             self.adopt();
         }
-        let mut stops = Vec::new();
-        for c in self.init.iter_mut().chain(self.ctrs.iter_mut()) {
+        let mut running = Vec::new();
+        for (init, c) in self
+            .init
+            .iter_mut()
+            .map(|c| (true, c))
+            .chain(self.ctrs.iter_mut().map(|c| (false, c)))
+        {
             if let Some(inst) = c.running.take() {
-                let rec = self.agent.recorder.clone();
-                let obj = ObjectRef::pod(
-                    self.pod.metadata.namespace.as_deref().unwrap_or(""),
-                    self.pod.metadata.name.as_deref().unwrap_or(""),
-                    &self.uid,
-                );
-                let msg = format!("Stopping container {}", c.name);
-                tokio::spawn(async move { rec.record(&obj, "Normal", "Killing", &msg).await });
-                let rt = self.agent.rt.clone();
-                stops.push(tokio::task::spawn_blocking(move || {
-                    if let Err(e) = rt.stop_container(&inst.handle, grace) {
-                        tracing::warn!(id = %inst.id, error = %e, "stopping container");
-                    }
-                }));
+                running.push((init, c.name.clone(), inst));
             }
+        }
+        let mut stops = Vec::new();
+        for (init, name, inst) in &running {
+            self.event("Normal", "Killing", format!("Stopping container {name}"));
+            stops.push(self.stop_task(*init, name, inst.handle.clone(), grace));
         }
         for s in stops {
             let _ = s.await;
         }
+        // Image leases are released once the containers are stopped.
+        drop(running);
         let agent = self.agent.clone();
         let uid = self.uid.clone();
         let mut ok = false;
@@ -1537,6 +1931,66 @@ fn pod_phase(policy: &str, init: &[Ctr], ctrs: &[Ctr], deadline_exceeded: bool) 
     "Pending"
 }
 
+/// Longest a postStart hook may run.
+const POST_START_MAX: Duration = Duration::from_secs(600);
+/// Termination message limits (upstream's).
+const MAX_TERMINATION_MESSAGE: u64 = 4096;
+const FALLBACK_LOG_LINES: usize = 80;
+const FALLBACK_LOG_BYTES: usize = 2048;
+
+/// The message a container left in `file` (its last 4 KiB), else with
+/// `fallback` the tail of its CRI log `log` (80 lines, 2 KiB).
+fn termination_message(
+    file: Option<&std::path::Path>,
+    fallback: bool,
+    log: &std::path::Path,
+) -> String {
+    if let Some(f) = file {
+        let read = (|| -> std::io::Result<Vec<u8>> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut fh = std::fs::File::open(f)?;
+            let len = fh.metadata()?.len();
+            if len > MAX_TERMINATION_MESSAGE {
+                fh.seek(SeekFrom::Start(len - MAX_TERMINATION_MESSAGE))?;
+            }
+            let mut buf = Vec::new();
+            fh.take(MAX_TERMINATION_MESSAGE).read_to_end(&mut buf)?;
+            Ok(buf)
+        })();
+        match read {
+            Ok(b) if !b.is_empty() => return String::from_utf8_lossy(&b).into_owned(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return format!("Error on reading termination log {}: {e}", f.display()),
+        }
+    }
+    if !fallback {
+        return String::new();
+    }
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return String::new();
+    };
+    let mut content = String::new();
+    for line in text.lines() {
+        if let Some(r) = bosun_runtime::logs::parse_record(line) {
+            content.push_str(&r.content);
+            if !r.partial {
+                content.push('\n');
+            }
+        }
+    }
+    let lines: Vec<&str> = content.split_inclusive('\n').collect();
+    let mut tail: String = lines[lines.len().saturating_sub(FALLBACK_LOG_LINES)..].concat();
+    if tail.len() > FALLBACK_LOG_BYTES {
+        let mut cut = tail.len() - FALLBACK_LOG_BYTES;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = tail[cut..].to_string();
+    }
+    tail
+}
+
 fn fmt_backoff(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 60 && s.is_multiple_of(60) {
@@ -1611,6 +2065,44 @@ mod tests {
             "Succeeded"
         );
         assert_eq!(pod_phase("Always", &[], &[fresh()], true), "Failed");
+    }
+
+    #[test]
+    fn termination_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("msg");
+        let log = dir.path().join("0.log");
+        let mut records = Vec::new();
+        for n in 0..100 {
+            records.push(format!("2024-01-01T00:00:00.000000000Z stdout F line {n}"));
+        }
+        records.push("2024-01-01T00:00:00.000000000Z stderr P part-".into());
+        records.push("2024-01-01T00:00:00.000000000Z stderr F end".into());
+        std::fs::write(&log, records.join("\n") + "\n").unwrap();
+        // No file, no fallback: nothing.
+        assert_eq!(termination_message(Some(&file), false, &log), "");
+        // Fallback: the last 80 lines of the log's content.
+        let m = termination_message(Some(&file), true, &log);
+        assert!(
+            m.starts_with("line 21\n") && m.ends_with("line 99\npart-end\n"),
+            "{m}"
+        );
+        assert_eq!(m.lines().count(), 80);
+        // The file wins when it has something.
+        std::fs::write(&file, "bye").unwrap();
+        assert_eq!(termination_message(Some(&file), true, &log), "bye");
+        // Its last 4 KiB.
+        std::fs::write(&file, "x".repeat(5000) + "END").unwrap();
+        let m = termination_message(Some(&file), false, &log);
+        assert_eq!(m.len(), 4096);
+        assert!(m.ends_with("END"));
+        // Long log lines: the last 2 KiB.
+        std::fs::write(
+            &log,
+            format!("2024-01-01T00:00:00Z stdout F {}\n", "y".repeat(5000)),
+        )
+        .unwrap();
+        assert_eq!(termination_message(None, true, &log).len(), 2048);
     }
 
     #[test]

@@ -16,8 +16,11 @@
 
 pub mod cgroups;
 pub mod error;
+pub mod exec_stream;
+pub mod exec;
 pub mod logs;
 pub mod mount;
+pub mod netns;
 pub mod oci;
 pub mod runtime;
 pub mod sandbox;

@@ -101,6 +101,14 @@ impl ContainerRuntime {
         }
     }
 
+    /// The same driver with another OCI runtime (a RuntimeClass handler):
+    /// sandboxes, bundles, mounts and cgroups are shared.
+    pub fn with_oci(&self, runtime: crate::oci::RuncCli) -> ContainerRuntime {
+        let mut config = self.config.clone();
+        config.runtime = runtime;
+        ContainerRuntime::new(config, self.mounter.clone(), self.cgroups.clone())
+    }
+
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.config.state_dir.join("sandboxes").join(id)
     }

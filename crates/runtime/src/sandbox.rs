@@ -113,6 +113,9 @@ impl PodSandbox {
                 // This thread alone moves to the new namespaces and ends
                 // right after: the rest of the process is untouched.
                 nix::sched::unshare(flags).ctx(|| "unshare".into())?;
+                if flags.contains(CloneFlags::CLONE_NEWNET) {
+                    crate::netns::set_loopback_up()?;
+                }
                 if set_hostname && !hostname.is_empty() {
                     nix::unistd::sethostname(&hostname)
                         .ctx(|| format!("sethostname {hostname}"))?;

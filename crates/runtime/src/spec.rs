@@ -159,6 +159,8 @@ pub struct SecurityContext {
     /// Capability names with or without `CAP_`, or `ALL`.
     pub capabilities_add: Vec<String>,
     pub capabilities_drop: Vec<String>,
+    /// `procMount: Unmasked`: /proc without masked or read-only paths.
+    pub proc_mount_unmasked: bool,
 }
 
 /// A bind mount given by the caller (volumes, /etc/hosts, resolv.conf, ...).
@@ -638,7 +640,7 @@ pub fn build_spec(
         .cgroups_path(PathBuf::from(&sandbox.cgroups_path));
     let mut linux = linux.build()?;
     // Builders start from oci-spec's defaults: set every field we decide.
-    if sec.privileged {
+    if sec.privileged || sec.proc_mount_unmasked {
         linux.set_masked_paths(None).set_readonly_paths(None);
     } else {
         linux
@@ -1022,6 +1024,40 @@ mod tests {
         assert!(v["linux"]["resources"]["cpu"].get("quota").is_none());
         let ns = v["linux"]["namespaces"].as_array().unwrap();
         assert_eq!(ns.len(), 2);
+    }
+
+    #[test]
+    fn proc_mount_unmasked_drops_masks_only() {
+        let mut c = ContainerConfig {
+            name: "c".into(),
+            command: vec!["sh".into()],
+            ..Default::default()
+        };
+        let sb = SandboxContext {
+            hostname: "p".into(),
+            cgroups_path: "/x".into(),
+            ..Default::default()
+        };
+        let masked = |c: &ContainerConfig| {
+            let spec = build_spec(&ImageConfig::default(), c, &sb, Path::new("/r"), None).unwrap();
+            serde_json::to_value(&spec).unwrap()
+        };
+        let v = masked(&c);
+        assert!(v["linux"]["readonlyPaths"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()));
+        c.security.proc_mount_unmasked = true;
+        let v = masked(&c);
+        assert!(v["linux"].get("maskedPaths").is_none());
+        assert!(v["linux"].get("readonlyPaths").is_none());
+        // Still not privileged: the default capability set.
+        assert!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len()
+                < ALL_CAPABILITIES.len()
+        );
     }
 
     #[test]

@@ -545,3 +545,26 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|m| m.starts_with(&dir))
         .collect()
 }
+
+/// Push the busybox test image (built by [`push_busybox`]) again under
+/// another tag, e.g. for `kubectl set image`.
+pub fn push_busybox_tag(root: &Path, port: u16, tag: &str) {
+    let layout = root.join("busybox-oci");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = bosun_images::ImageStore::open(root.join("push-store")).unwrap();
+        store
+            .client()
+            .push_oci_layout(
+                &layout,
+                Some("1"),
+                &format!("127.0.0.1:{port}/busybox:{tag}"),
+                None,
+            )
+            .await
+            .expect("push busybox tag");
+    });
+}
