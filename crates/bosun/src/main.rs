@@ -65,6 +65,17 @@ struct AgentArgs {
     /// a free port is used (published in the Node status).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// Pod network: the cluster's pod CIDRs, comma-separated (one per IP
+    /// family); each node gets a subnet of them.
+    #[arg(long, default_value = "10.42.0.0/16", value_delimiter = ',')]
+    cluster_cidr: Vec<String>,
+    /// Bridge of the default pod network (at most 15 characters).
+    #[arg(long, default_value = "bosun0", value_parser = parse_bridge)]
+    cni_bridge: String,
+    /// This node's pod subnet while its Node has no podCIDR (a cluster
+    /// without node IPAM).
+    #[arg(long)]
+    pod_cidr: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -186,6 +197,17 @@ struct ServerArgs {
     /// port-forward); if taken, a free port is used.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// Pod network: the cluster's pod CIDRs, comma-separated (one per IP
+    /// family); each node gets a subnet of them.
+    #[arg(long, default_value = "10.42.0.0/16", value_delimiter = ',')]
+    cluster_cidr: Vec<String>,
+    /// Bridge of the default pod network (at most 15 characters).
+    #[arg(long, default_value = "bosun0", value_parser = parse_bridge)]
+    cni_bridge: String,
+    /// This node's pod subnet while its Node has no podCIDR (a cluster
+    /// without node IPAM).
+    #[arg(long)]
+    pod_cidr: Option<String>,
     /// Do not run the scheduler here.
     #[arg(long)]
     disable_scheduler: bool,
@@ -272,6 +294,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         cfg.runtime = args.container_runtime.clone();
         cfg.runtime_handlers = args.runtime_handlers.clone();
         cfg.kubelet_port = args.kubelet_port;
+        cfg.network.cluster_cidrs = args.cluster_cidr.clone();
+        cfg.network.bridge = args.cni_bridge.clone();
+        cfg.network.pod_cidr = args.pod_cidr.clone();
+        if args.disable_controllers && cfg.network.pod_cidr.is_none() {
+            // No node IPAM here: this node takes the first subnet.
+            cfg.network.pod_cidr = first_node_subnet(&args.cluster_cidr);
+        }
         let ca = args.data_dir.join("tls").join("ca.crt");
         cfg.kubelet_ca_pem = Some(
             std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?,
@@ -292,6 +321,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             client,
             bosun_controllers::Config {
                 root_ca: Some(root_ca),
+                cluster_cidrs: args.cluster_cidr.clone(),
                 ..Default::default()
             },
         ));
@@ -370,6 +400,28 @@ async fn simulate_nodes(args: SimNodesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A network interface name: 1 to 15 characters, no `/` or space.
+fn parse_bridge(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':']) {
+        return Err(format!(
+            "{s:?} is not a valid interface name (1-15 characters)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// The first node-sized subnet of the first cluster CIDR.
+fn first_node_subnet(cluster: &[String]) -> Option<String> {
+    use bosun_controllers::nodeipam::{self, Cidr, CidrAllocator};
+    let c: Cidr = cluster.first()?.parse().ok()?;
+    let mask = if c.is_v6() {
+        nodeipam::DEFAULT_NODE_MASK_V6
+    } else {
+        nodeipam::DEFAULT_NODE_MASK_V4
+    };
+    Some(CidrAllocator::new(c, mask).ok()?.allocate()?.to_string())
+}
+
 fn parse_handler(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((n, b)) if !n.is_empty() && !b.is_empty() => Ok((n.to_string(), b.to_string())),
@@ -416,6 +468,9 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     cfg.runtime = args.container_runtime;
     cfg.runtime_handlers = args.runtime_handlers;
     cfg.kubelet_port = args.kubelet_port;
+    cfg.network.cluster_cidrs = args.cluster_cidr;
+    cfg.network.bridge = args.cni_bridge;
+    cfg.network.pod_cidr = args.pod_cidr;
     cfg.kubelet_ca_pem = Some(kubeconfig_ca(&args.server_kubeconfig)?);
     tokio::select! {
         r = bosun_kubelet::run(client, cfg) => r.context("node agent")?,

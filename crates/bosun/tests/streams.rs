@@ -331,6 +331,48 @@ fn logs_exec_port_forward() {
     env.ok(&["cp", "lp:/tmp/cp.txt", back.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied-in\n");
 
+    // Big transfers both ways over both protocols (SPDY has a flow
+    // control window that spdystream must not stall on).
+    let big: String = (0..200_000).map(|i| format!("{i:07}\n")).collect();
+    let big_path = env.root.path().join("big.txt");
+    std::fs::write(&big_path, &big).unwrap();
+    for envs in [vec![], vec![("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")]] {
+        let o = kubectl_with(
+            &env,
+            KUBECTL,
+            &["cp", big_path.to_str().unwrap(), "lp:/tmp/big.txt"],
+            &envs,
+            None,
+        );
+        assert_eq!(o.code, 0, "cp big {envs:?}: {}", o.stderr);
+        let o = kubectl_with(
+            &env,
+            KUBECTL,
+            &["exec", "lp", "--", "cat", "/tmp/big.txt"],
+            &envs,
+            None,
+        );
+        assert_eq!(o.code, 0, "cat big {envs:?}: {}", o.stderr);
+        assert!(
+            o.stdout == big,
+            "cat big {envs:?}: {} bytes",
+            o.stdout.len()
+        );
+        let o = kubectl_with(
+            &env,
+            KUBECTL,
+            &["exec", "-i", "lp", "--", "wc", "-c"],
+            &envs,
+            Some(&big),
+        );
+        assert_eq!(
+            o.stdout.trim(),
+            big.len().to_string(),
+            "stdin big {envs:?}: {}",
+            o.stderr
+        );
+    }
+
     // A client that goes away takes its process with it.
     eprintln!("step: exec disconnect");
     let mut cmd = Command::new(KUBECTL);
@@ -361,6 +403,36 @@ fn logs_exec_port_forward() {
         o.stderr
     );
 
+    // attach: the container's output from now until it stops.
+    for (pod, bin, envs) in [
+        ("ap1", KUBECTL, vec![]),
+        (
+            "ap2",
+            KUBECTL,
+            vec![("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+        ),
+    ] {
+        eprintln!("step: attach {pod} {envs:?}");
+        apply(
+            &env,
+            &pod_yaml(
+                pod,
+                &image,
+                &[("c", "echo before; sleep 4; for i in 1 2 3; do echo a$i; echo e$i >&2; sleep 0.3; done")],
+                "Never",
+            ),
+        );
+        env.wait_phase(pod, "Running", Duration::from_secs(60));
+        let o = kubectl_with(&env, bin, &["attach", pod], &envs, None);
+        assert_eq!(o.code, 0, "attach {pod}: {}", o.stderr);
+        assert_eq!(o.stdout, "a1\na2\na3\n", "attach {pod}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("e1\ne2\ne3\n"),
+            "attach {pod}: {}",
+            o.stderr
+        );
+    }
+
     // port-forward: websocket tunnel (default), SPDY (1.30 binary).
     eprintln!("step: port-forward");
     apply(
@@ -370,7 +442,7 @@ fn logs_exec_port_forward() {
             &image,
             &[(
                 "web",
-                "mkdir -p /www && echo hello-pf > /www/index.html && exec httpd -f -p 8080 -h /www",
+                "mkdir -p /www && echo hello-pf > /www/index.html && seq -w 0 199999 | sed 's/^/0/' > /www/big.txt && exec httpd -f -p 8080 -h /www",
             )],
             "Always",
         ),
@@ -422,11 +494,28 @@ fn logs_exec_port_forward() {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&o.stdout), "hello-pf\n");
+        let o = Command::new("curl")
+            .args([
+                "-sf",
+                "--max-time",
+                "10",
+                &format!("http://127.0.0.1:{local}/big.txt"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.stdout.len(), 1_600_000, "big download via {bin} {envs:?}");
         pf.stop();
     }
 
-    // exec latency figures (printed, not asserted).
-    let mut times: Vec<Duration> = (0..20)
+    // exec latency figures (printed, not asserted), and no fd growth.
+    let server_pid = env.server.as_ref().unwrap().pid();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{server_pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let fds_before = fds();
+    let mut times: Vec<Duration> = (0..50)
         .map(|_| {
             let t = Instant::now();
             env.ok(&["exec", "lp", "--", "true"]);
@@ -435,9 +524,65 @@ fn logs_exec_port_forward() {
         .collect();
     times.sort();
     eprintln!(
-        "kubectl exec lp -- true: p50 {:?} max {:?}",
+        "kubectl exec lp -- true x50: p50 {:?} p99 {:?}",
         times[times.len() / 2],
-        times[times.len() - 1]
+        times[times.len() * 99 / 100]
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let fds_after = fds();
+    assert!(
+        fds_after <= fds_before + 4,
+        "server fds grew from {fds_before} to {fds_after}"
+    );
+
+    // Log-follow latency: the shim's timestamp to kubectl's output.
+    apply(
+        &env,
+        &pod_yaml(
+            "lat",
+            &image,
+            &[("c", "while true; do echo x; sleep 0.2; done")],
+            "Always",
+        ),
+    );
+    env.wait_phase("lat", "Running", Duration::from_secs(60));
+    let mut cmd = Command::new(KUBECTL);
+    cmd.args(["logs", "-f", "--timestamps", "--tail=0", "lat"])
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("HOME", env.root.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut lat = Vec::new();
+    {
+        use std::io::BufRead;
+        let mut rd = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while lat.len() < 15 && rd.read_line(&mut line).unwrap_or(0) > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+                % 86400.0;
+            // hh:mm:ss.frac of the record's RFC3339 UTC timestamp.
+            let t = &line[11..line.find('Z').unwrap()];
+            let secs: f64 = t
+                .split(':')
+                .zip([3600.0, 60.0, 1.0])
+                .map(|(v, m)| v.parse::<f64>().unwrap() * m)
+                .sum();
+            lat.push(((now - secs) * 1000.0).max(0.0));
+            line.clear();
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    eprintln!(
+        "logs -f latency over {} lines: p50 {:.1} ms, max {:.1} ms",
+        lat.len(),
+        lat[lat.len() / 2],
+        lat[lat.len() - 1]
     );
 
     // No runc exec left behind.
@@ -448,7 +593,7 @@ fn logs_exec_port_forward() {
             .all(|p| !p.contains(env.data.to_str().unwrap())),
         "runc exec processes left: {leftover:?}"
     );
-    for p in ["lp", "two", "rp", "bad", "fp", "pf"] {
+    for p in ["lp", "two", "rp", "bad", "fp", "pf", "ap1", "ap2", "lat"] {
         env.kubectl(&["delete", "pod", p, "--wait=false"]);
     }
 }

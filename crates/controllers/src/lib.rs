@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
@@ -31,6 +32,9 @@ pub struct Config {
     /// The cluster CA bundle (PEM) to publish as `kube-root-ca.crt` in
     /// every namespace; None: not published.
     pub root_ca: Option<String>,
+    /// Cluster CIDRs (one per IP family) the node IPAM controller splits
+    /// into per-node pod subnets; empty: no podCIDRs are allocated.
+    pub cluster_cidrs: Vec<String>,
 }
 
 impl Default for Config {
@@ -39,6 +43,7 @@ impl Default for Config {
             leader_elect: true,
             identity: format!("bosun-controller-manager-{}", std::process::id()),
             root_ca: None,
+            cluster_cidrs: vec!["10.42.0.0/16".into()],
         }
     }
 }
@@ -90,6 +95,22 @@ pub async fn run(client: Client, config: Config) {
                 }
             }
         }));
+    }
+    if !config.cluster_cidrs.is_empty() {
+        match config
+            .cluster_cidrs
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<Vec<nodeipam::Cidr>, _>>()
+        {
+            Ok(cidrs) => handles.push(tokio::spawn(nodeipam::run(
+                client.clone(),
+                cidrs,
+                nodeipam::DEFAULT_NODE_MASK_V4,
+                nodeipam::DEFAULT_NODE_MASK_V6,
+            ))),
+            Err(e) => tracing::error!(error = %e, "node IPAM controller not started"),
+        }
     }
     for (name, make) in tasks {
         let client = client.clone();

@@ -63,6 +63,8 @@ pub struct Agent {
     pub runtime_name: String,
     /// RuntimeClass handler name → runtime (the default one included).
     pub handlers: BTreeMap<String, Handler>,
+    /// The pod network (CNI).
+    pub network: Arc<crate::network::Network>,
 }
 
 const UID_LEN: usize = 36;
@@ -138,12 +140,24 @@ impl Agent {
         }
         let sb_dir = self.rt.sandbox_dir(uid);
         if sb_dir.exists() {
+            // CNI DEL first, from what ADD was given (also after a
+            // restart), while the netns still exists.
+            // A failed DEL keeps the sandbox (and its record) for a retry.
+            let net = self.network.teardown(&sb_dir);
+            let net_ok = net.is_ok();
+            if let Err(e) = net {
+                first_err.get_or_insert(anyhow::anyhow!(
+                    "failed to destroy network for sandbox {uid:?}: {e}"
+                ));
+            }
             match PodSandbox::load(&sb_dir) {
-                Ok(sb) => {
+                Ok(sb) if net_ok => {
                     if let Err(e) = self.rt.remove_pod_sandbox(&sb) {
                         first_err.get_or_insert(e.into());
                     }
                 }
+                Ok(_) => {}
+                Err(_) if !net_ok => {}
                 Err(_) => {
                     for m in mounts_under(&sb_dir).unwrap_or_default() {
                         let _ = self.rt.mounter.unmount(&m);

@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod env;
 pub mod host;
+pub mod network;
 pub mod node;
 pub mod pod;
 pub mod probe;
@@ -62,6 +63,8 @@ pub struct Config {
     /// The cluster CA (PEM) that signs the API server's client
     /// certificate; `None`: the agent API is not served.
     pub kubelet_ca_pem: Option<String>,
+    /// The pod network (CNI) and host-gw routes.
+    pub network: network::Settings,
 }
 
 impl Config {
@@ -79,6 +82,7 @@ impl Config {
             status_report_interval: Duration::from_secs(300),
             kubelet_port: server::DEFAULT_PORT,
             kubelet_ca_pem: None,
+            network: network::Settings::default(),
         }
     }
 }
@@ -203,7 +207,8 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
         runtime_name: runtime_name.clone(),
         runtime_version,
         problems,
-        internal_ip: host::internal_ip(),
+        // Never an address of our own bridge (in the cluster CIDR).
+        internal_ip: network::node_ip(&cfg.network.cluster_cidrs).or_else(host::internal_ip),
     });
     let node = loop {
         match node::register(&client, &info).await {
@@ -222,7 +227,14 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
         cfg.status_check_interval,
         cfg.status_report_interval,
     ));
-    let _guard = AbortOnDrop(vec![lease, status]);
+    let net = Arc::new(network::Network::new(cfg.network.clone(), &agent_dir));
+    let net_loop = tokio::spawn(network::node_loop(
+        client.clone(),
+        node_name.clone(),
+        info.internal_ip.clone().unwrap_or_default(),
+        net.clone(),
+    ));
+    let _guard = AbortOnDrop(vec![lease, status, net_loop]);
     let Some((rt, images)) = parts else {
         std::future::pending::<()>().await;
         return Ok(());
@@ -271,6 +283,7 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
         images,
         dirs: agent::Dirs { root: agent_dir },
         runtime_name,
+        network: net,
     });
     let _api = AbortOnDrop(
         listener

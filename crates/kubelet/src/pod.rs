@@ -167,6 +167,8 @@ pub struct PodWorker {
     uid: String,
     pod: Pod,
     sandbox: Option<PodSandbox>,
+    /// The sandbox's IPs from the network plugin (empty: none/host).
+    pod_ips: Vec<std::net::IpAddr>,
     init: Vec<Ctr>,
     ctrs: Vec<Ctr>,
     start_time: Option<String>,
@@ -221,6 +223,7 @@ impl PodWorker {
             ctrs: spec.containers.iter().map(|c| Ctr::new(&c.name)).collect(),
             pod,
             sandbox: None,
+            pod_ips: Vec::new(),
             start_time: None,
             last_posted: None,
             terminal_done: false,
@@ -501,6 +504,9 @@ impl PodWorker {
         let sb_dir = self.rt.sandbox_dir(&self.uid);
         if let Ok(sb) = PodSandbox::load(&sb_dir) {
             self.sandbox = Some(sb);
+            self.pod_ips = crate::network::Attachment::load(&sb_dir)
+                .map(|a| a.ips())
+                .unwrap_or_default();
         }
         // The scheme of any container ID says which handler ran the pod.
         let scheme = ["containerStatuses", "initContainerStatuses"]
@@ -625,6 +631,14 @@ impl PodWorker {
             self.sandbox_failed(format!("writing pod files in {}: {e}", dir.display()));
             return false;
         }
+        if !host_network {
+            if let Err(e) = self.agent.network.wait_ready(Duration::from_secs(5)).await {
+                tracing::warn!(pod = %pod_desc(&self.pod), error = %e, "pod network");
+                self.event("Warning", "NetworkNotReady", e.to_string());
+                self.sandbox_error = Some(e.to_string());
+                return false;
+            }
+        }
         let qos = self.qos();
         let res: Vec<Resources> = spec
             .containers
@@ -646,6 +660,10 @@ impl PodWorker {
         let r = tokio::task::spawn_blocking(move || rt.run_pod_sandbox(&req)).await;
         match r {
             Ok(Ok(sb)) => {
+                if let Err(msg) = self.setup_network(&sb, &dir).await {
+                    self.sandbox_failed(msg);
+                    return false;
+                }
                 self.sandbox = Some(sb);
                 self.sandbox_error = None;
                 true
@@ -659,6 +677,52 @@ impl PodWorker {
                 false
             }
         }
+    }
+
+    /// CNI ADD on a new sandbox's netns, then the pod's own line in its
+    /// /etc/hosts. On failure the sandbox is removed again (a retry
+    /// starts afresh) and the error is containerd's text.
+    async fn setup_network(
+        &mut self,
+        sb: &PodSandbox,
+        pod_dir: &std::path::Path,
+    ) -> Result<(), String> {
+        let Some(netns) = sb.netns.clone() else {
+            return Ok(());
+        };
+        let req = crate::network::PodNet {
+            namespace: self.namespace(),
+            name: self.name(),
+            uid: self.uid.clone(),
+            sandbox_id: sb.id.clone(),
+            netns,
+            sandbox_dir: sb.dir.clone(),
+            port_mappings: crate::network::port_mappings(&self.pod),
+        };
+        let net = self.agent.network.clone();
+        let r = tokio::task::spawn_blocking(move || net.setup(&req)).await;
+        let e = match r {
+            Ok(Ok(ips)) => {
+                let hosts = pod_dir.join("etc-hosts");
+                let text = std::fs::read_to_string(&hosts).unwrap_or_default();
+                let updated = crate::network::hosts_with_pod_ips(&text, &ips, &sb.hostname);
+                if let Err(e) = std::fs::write(&hosts, updated) {
+                    tracing::warn!(pod = %pod_desc(&self.pod), error = %e, "writing the pod's /etc/hosts");
+                }
+                tracing::debug!(pod = %pod_desc(&self.pod), ips = ?ips, "pod network set up");
+                self.pod_ips = ips;
+                return Ok(());
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let agent = self.agent.clone();
+        let uid = self.uid.clone();
+        let _ = tokio::task::spawn_blocking(move || agent.teardown_pod(&uid, false)).await;
+        Err(format!(
+            "rpc error: code = Unknown desc = failed to setup network for sandbox \"{}\": {e}",
+            sb.id
+        ))
     }
 
     /// Pick the runtime of the pod's RuntimeClass (its handler), like the
@@ -1312,7 +1376,10 @@ impl PodWorker {
         Target {
             container_id: id.to_string(),
             netns: self.sandbox.as_ref().and_then(|sb| sb.netns.clone()),
-            pod_ip: probe::pod_address(host_network, &self.agent.host_ip),
+            pod_ip: match self.pod_ips.first() {
+                Some(ip) if !host_network => *ip,
+                _ => probe::pod_address(host_network, &self.agent.host_ip),
+            },
             ports: spec_c.and_then(|c| c.ports.clone()).unwrap_or_default(),
         }
     }
@@ -1762,6 +1829,14 @@ impl PodWorker {
                 st["podIP"] = json!(self.agent.host_ip);
                 st["podIPs"] = json!([{"ip": self.agent.host_ip}]);
             }
+        }
+        if !spec.host_network.unwrap_or(false) && !self.pod_ips.is_empty() {
+            st["podIP"] = json!(self.pod_ips[0].to_string());
+            st["podIPs"] = json!(self
+                .pod_ips
+                .iter()
+                .map(|ip| json!({"ip": ip.to_string()}))
+                .collect::<Vec<_>>());
         }
         st
     }

@@ -16,8 +16,8 @@
 
 pub mod cgroups;
 pub mod error;
-pub mod exec_stream;
 pub mod exec;
+pub mod exec_stream;
 pub mod logs;
 pub mod mount;
 pub mod netns;

@@ -45,6 +45,19 @@ fn pod_object(name: &str, node: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
+/// Proportional set size of a process in MiB: shared pages (the one
+/// binary all shims map) are split among the processes sharing them.
+fn pss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
 /// VmRSS of a process in MiB.
 fn rss_of(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -78,9 +91,9 @@ fn summary(label: &str, ms: &mut [u64]) {
     println!(
         "bench: {label}: n={} p50 {} ms, p90 {} ms, p99 {} ms, max {} ms, mean {mean:.1} ms",
         ms.len(),
-        percentile(ms, 50.0),
-        percentile(ms, 90.0),
-        percentile(ms, 99.0),
+        percentile(ms, 0.50),
+        percentile(ms, 0.90),
+        percentile(ms, 0.99),
         ms.last().copied().unwrap_or(0),
     );
 }
@@ -310,13 +323,16 @@ pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
         .filter(|p| *p != agent_pid)
         .collect::<Vec<_>>();
     let shim_rss: f64 = shims.iter().map(|p| rss_of(*p)).sum();
+    let shim_pss: f64 = shims.iter().map(|p| pss_of(*p)).sum();
     println!(
-        "bench: {} pods running, after 10 s idle: agent RSS {:.1} MiB; {} helper processes (shims) {:.1} MiB in all ({:.2} MiB each)",
+        "bench: {} pods running, after 10 s idle: agent RSS {:.1} MiB (PSS {:.1} MiB); {} shims: RSS {:.1} MiB summed, PSS {:.1} MiB in all ({:.2} MiB each)",
         args.idle_pods.min(args.pods),
         rss_of(agent_pid),
+        pss_of(agent_pid),
         shims.len(),
         shim_rss,
-        shim_rss / shims.len().max(1) as f64
+        shim_pss,
+        shim_pss / shims.len().max(1) as f64
     );
     let (rss, _) = rss_mib();
     println!("bench: (API server + store in the bench process: RSS {rss:.0} MiB)");
@@ -353,8 +369,8 @@ pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
     b.sort_unstable();
     println!(
         "bench: overhead over bare runtime: p50 {} ms, p99 {} ms",
-        percentile(&a, 50.0) as i64 - percentile(&b, 50.0) as i64,
-        percentile(&a, 99.0) as i64 - percentile(&b, 99.0) as i64,
+        percentile(&a, 0.50) as i64 - percentile(&b, 0.50) as i64,
+        percentile(&a, 0.99) as i64 - percentile(&b, 0.99) as i64,
     );
 
     // Clean up: delete the pods, stop the agent (it leaves the containers

@@ -213,18 +213,39 @@ pub fn read_all(files: &[PathBuf], fmt: &mut Formatter, tail: Option<u64>) -> (V
 /// or `send` fails (client gone). Blocking.
 pub fn follow(
     path: &Path,
-    mut offset: u64,
+    offset: u64,
     fmt: &mut Formatter,
     stopped: &dyn Fn() -> bool,
     send: &mut dyn FnMut(Vec<u8>) -> bool,
+) {
+    follow_lines(path, offset, stopped, &mut |lines| {
+        let mut out = Vec::new();
+        for l in lines {
+            fmt.push(l, &mut out);
+        }
+        if fmt.done() {
+            if !out.is_empty() {
+                send(out);
+            }
+            return false;
+        }
+        send(out)
+    });
+}
+
+/// Follows `path` from `offset`, handing complete lines to `on` (an empty
+/// slice when idle, so it can check its client) until `stopped` holds and
+/// the file is drained, or `on` returns false. Survives rotation. Blocking.
+pub fn follow_lines(
+    path: &Path,
+    mut offset: u64,
+    stopped: &dyn Fn() -> bool,
+    on: &mut dyn FnMut(&[String]) -> bool,
 ) {
     let mut partial: Vec<u8> = Vec::new();
     let mut file: Option<std::fs::File> = None;
     let mut ino = 0u64;
     loop {
-        if fmt.done() {
-            return;
-        }
         if file.is_none() {
             if let Ok(mut f) = std::fs::File::open(path) {
                 if f.seek(SeekFrom::Start(offset)).is_ok() {
@@ -244,12 +265,12 @@ pub fn follow(
                 got = true;
                 offset += buf.len() as u64;
                 partial.extend_from_slice(&buf);
-                let mut out = Vec::new();
+                let mut lines = Vec::new();
                 while let Some(nl) = partial.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = partial.drain(..=nl).collect();
-                    fmt.push(&String::from_utf8_lossy(&line[..nl]), &mut out);
+                    lines.push(String::from_utf8_lossy(&line[..nl]).into_owned());
                 }
-                if !out.is_empty() && !send(out) {
+                if !lines.is_empty() && !on(&lines) {
                     return;
                 }
             }
@@ -263,14 +284,10 @@ pub fn follow(
                 offset = 0;
                 continue;
             }
-            if was_stopped {
+            if was_stopped || !on(&[]) {
                 return;
             }
-            // An empty send probes whether the client is still there.
-            if !send(Vec::new()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The node agent's own HTTPS API (the kubelet's port 10250), used by the
 //! API server for `pods/log`, `pods/exec` and `pods/portforward`:
-//! `GET /containerLogs/{ns}/{pod}/{container}`, `/exec/{ns}/{pod}/{container}`
-//! and `/portForward/{ns}/{pod}` (websocket or SPDY/3.1 upgrades).
+//! `GET /containerLogs/{ns}/{pod}/{container}`, `/exec/{ns}/{pod}/{container}`,
+//! `/attach/{ns}/{pod}/{container}` and `/portForward/{ns}/{pod}`
+//! (websocket or SPDY/3.1 upgrades).
 //! Clients must present a certificate signed by the cluster CA.
 
 pub mod logs;
@@ -215,7 +216,13 @@ async fn handle(agent: Arc<Agent>, req: Request<Incoming>, peer: SocketAddr) -> 
                 Err(r) => r,
             }
         }
-        (_, ["attach", ..]) => text(501, "attach is not supported by this node agent"),
+        (&Method::GET | &Method::POST, ["attach", ns, pod, c]) => {
+            let (ns, pod, c) = (ns.to_string(), pod.to_string(), c.to_string());
+            match find_pod(&agent, &ns, &pod).await {
+                Ok(p) => remotecommand::attach(agent, req, &p, &c).await,
+                Err(r) => r,
+            }
+        }
         _ => text(404, "404 page not found"),
     }
 }

@@ -6,6 +6,8 @@
 //! as cause so kubectl exits with it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +43,21 @@ pub struct Io {
     pub gone: oneshot::Receiver<()>,
 }
 
+/// What a stream session runs: a new process, or the container's own
+/// output (attach).
+pub enum Job {
+    Exec(exec_stream::ExecCommand),
+    Attach(AttachSource),
+}
+
+/// The live log of a running container instance.
+pub struct AttachSource {
+    pub log: PathBuf,
+    /// The next instance's log: its appearance means this one stopped.
+    pub next: PathBuf,
+    pub shim: bosun_runtime::ShimHandle,
+}
+
 const WS_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const SPDY_PROTOCOLS: [&str; 1] = ["v4.channel.k8s.io"];
 
@@ -66,7 +83,7 @@ fn opts_from_query(q: &[(String, String)]) -> (Vec<String>, ExecOptions) {
 
 pub async fn exec(
     agent: Arc<Agent>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     pod: &Value,
     container: &str,
 ) -> Response<Body> {
@@ -84,13 +101,7 @@ pub async fn exec(
         );
     }
     let Some(id) = super::running_container_id(pod, container) else {
-        return text(
-            400,
-            format!(
-                "container {container} is not valid for pod {} or is not running",
-                pod["metadata"]["name"].as_str().unwrap_or("")
-            ),
-        );
+        return not_running(pod, container);
     };
     let cmd = match exec_stream::exec_command(
         &agent.rt_for_container(&id).config.runtime,
@@ -101,6 +112,63 @@ pub async fn exec(
         Ok(c) => c,
         Err(e) => return text(500, e.to_string()),
     };
+    upgrade(req, Job::Exec(cmd), argv, opts)
+}
+
+fn not_running(pod: &Value, container: &str) -> Response<Body> {
+    text(
+        400,
+        format!(
+            "container {container} is not valid for pod {} or is not running",
+            pod["metadata"]["name"].as_str().unwrap_or("")
+        ),
+    )
+}
+
+/// `attach`: the container's output from now until it stops. Its stdin
+/// belongs to the shim and is not attachable: input is read and dropped.
+pub async fn attach(
+    agent: Arc<Agent>,
+    req: Request<Incoming>,
+    pod: &Value,
+    container: &str,
+) -> Response<Body> {
+    let (_, mut opts) = opts_from_query(&super::query_pairs(req.uri().query()));
+    // The container has no terminal of its own.
+    if opts.tty {
+        opts.tty = false;
+        opts.stderr = true;
+    }
+    let Some(id) = super::running_container_id(pod, container) else {
+        return not_running(pod, container);
+    };
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let dir = agent
+        .dirs
+        .logs(ns, name, super::pod_uid(pod))
+        .join(container);
+    let Some(n) = super::logs::instances(&dir).last().copied() else {
+        return not_running(pod, container);
+    };
+    let src = AttachSource {
+        log: dir.join(format!("{n}.log")),
+        next: dir.join(format!("{}.log", n + 1)),
+        shim: bosun_runtime::ShimHandle {
+            bundle: agent.rt_for_container(&id).bundle_dir(&id),
+            id,
+        },
+    };
+    upgrade(req, Job::Attach(src), vec![], opts)
+}
+
+/// Answer the upgrade (websocket or SPDY) and serve `job` on it.
+fn upgrade(
+    mut req: Request<Incoming>,
+    job: Job,
+    argv: Vec<String>,
+    opts: ExecOptions,
+) -> Response<Body> {
     let on = hyper::upgrade::on(&mut req);
     if ws::is_websocket(&req) {
         let offered = ws::ws_protocols(&req);
@@ -116,10 +184,9 @@ pub async fn exec(
         let Some(resp) = ws::ws_accept(&req, proto) else {
             return text(400, "bad websocket handshake");
         };
-        let argv2 = argv.clone();
         tokio::spawn(async move {
             if let Some(w) = ws::websocket(on).await {
-                serve_ws(w, cmd, argv2, opts).await;
+                serve_ws(w, job, argv, opts).await;
             }
         });
         return resp;
@@ -134,13 +201,70 @@ pub async fn exec(
         };
         tokio::spawn(async move {
             match on.await {
-                Ok(u) => serve_spdy(hyper_util::rt::TokioIo::new(u), cmd, argv, opts).await,
+                Ok(u) => serve_spdy(hyper_util::rt::TokioIo::new(u), job, argv, opts).await,
                 Err(e) => tracing::debug!(error = %e, "SPDY upgrade failed"),
             }
         });
         return ws::spdy_accept(proto);
     }
     text(400, "upgrade request required")
+}
+
+async fn run_job(job: Job, opts: &ExecOptions, io: Io) -> Result<i32, String> {
+    match job {
+        Job::Exec(cmd) => run(cmd, opts, io).await,
+        Job::Attach(src) => run_attach(src, io).await,
+    }
+}
+
+async fn run_attach(src: AttachSource, io: Io) -> Result<i32, String> {
+    let Io {
+        stdin,
+        out,
+        mut gone,
+        ..
+    } = io;
+    if let Some(mut rx) = stdin {
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    }
+    let start = std::fs::metadata(&src.log).map(|m| m.len()).unwrap_or(0);
+    let quit = Arc::new(AtomicBool::new(false));
+    let q = quit.clone();
+    let mut follower = tokio::task::spawn_blocking(move || {
+        let stopped = || {
+            q.load(Ordering::Relaxed)
+                || src.next.exists()
+                || !src.shim.bundle.exists()
+                || !src.shim.shim_alive()
+        };
+        super::logs::follow_lines(&src.log, start, &stopped, &mut |lines| {
+            for l in lines {
+                let Some(rec) = bosun_runtime::logs::parse_record(l) else {
+                    continue;
+                };
+                let mut b = rec.content.into_bytes();
+                if !rec.partial {
+                    b.push(b'\n');
+                }
+                let o = match rec.stream {
+                    bosun_runtime::logs::Stream::Stdout => Out::Stdout(Bytes::from(b)),
+                    bosun_runtime::logs::Stream::Stderr => Out::Stderr(Bytes::from(b)),
+                };
+                if out.blocking_send(o).is_err() {
+                    return false;
+                }
+            }
+            !out.is_closed()
+        });
+    });
+    tokio::select! {
+        _ = &mut follower => {}
+        _ = &mut gone => {
+            quit.store(true, Ordering::Relaxed);
+            let _ = follower.await;
+        }
+    }
+    Ok(0)
 }
 
 /// The final Status of an exec.
@@ -176,7 +300,7 @@ pub fn parse_resizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     out
 }
 
-async fn serve_ws(w: ws::Ws, cmd: exec_stream::ExecCommand, argv: Vec<String>, opts: ExecOptions) {
+async fn serve_ws(w: ws::Ws, job: Job, argv: Vec<String>, opts: ExecOptions) {
     let (mut sink, mut stream) = w.split();
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
     let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(4);
@@ -222,7 +346,7 @@ async fn serve_ws(w: ws::Ws, cmd: exec_stream::ExecCommand, argv: Vec<String>, o
         out: out_tx,
         gone: gone_rx,
     };
-    let run = run(cmd, &opts, io);
+    let run = run_job(job, &opts, io);
     let write = async {
         while let Some(o) = out_rx.recv().await {
             let (ch, b) = match o {
@@ -252,7 +376,7 @@ async fn serve_ws(w: ws::Ws, cmd: exec_stream::ExecCommand, argv: Vec<String>, o
     let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
 }
 
-async fn serve_spdy<IO>(io: IO, cmd: exec_stream::ExecCommand, argv: Vec<String>, opts: ExecOptions)
+async fn serve_spdy<IO>(io: IO, job: Job, argv: Vec<String>, opts: ExecOptions)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -324,7 +448,7 @@ where
         out: out_tx,
         gone: gone_rx,
     };
-    let run = run(cmd, &opts, io);
+    let run = run_job(job, &opts, io);
     let write = async {
         let mut ok = true;
         while let Some(o) = out_rx.recv().await {
