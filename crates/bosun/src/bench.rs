@@ -498,6 +498,8 @@ pub async fn deployment(args: DeploymentBenchArgs) -> anyhow::Result<()> {
         client.clone(),
         bosun_controllers::Config {
             leader_elect: false,
+            // Simulated nodes need no pod network.
+            cluster_cidrs: vec![],
             ..Default::default()
         },
     ));

@@ -444,6 +444,7 @@ spec:
                 "--container-runtime",
                 "crun",
             ])
+            .args(pod_network(env.root.path()).agent_flags(1))
             .arg("--server-kubeconfig")
             .arg(env.kubeconfig())
             .arg("--data-dir")

@@ -286,6 +286,9 @@ impl NodeCidrs {
         if let Some(c) = self.by_node.get(node) {
             return Some(c.clone());
         }
+        if self.allocators.iter().any(|a| a.free() == 0) {
+            return None;
+        }
         let mut got = Vec::new();
         for i in 0..self.allocators.len() {
             match self.allocators[i].allocate() {
@@ -382,8 +385,14 @@ pub async fn run(client: Client, cluster: Vec<Cidr>, mask_v4: u8, mask_v6: u8) {
                 continue;
             }
             let Some(cidrs) = state.assign(&name) else {
+                // Once per node, and loudly only once (a benchmark may
+                // register thousands of simulated nodes).
                 if warned.insert(name.clone()) {
-                    tracing::warn!(node = %name, "CIDRNotAvailable: no pod subnet left in the cluster CIDR");
+                    if warned.len() == 1 {
+                        tracing::warn!(node = %name, "CIDRNotAvailable: no pod subnet left in the cluster CIDR; nodes without one get none");
+                    } else {
+                        tracing::debug!(node = %name, "CIDRNotAvailable");
+                    }
                 }
                 continue;
             };

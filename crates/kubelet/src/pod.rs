@@ -1052,6 +1052,8 @@ impl PodWorker {
             resources: self.resources(&spec_c, qos),
             security: self.security(&spec_c),
             mounts,
+            stdin: spec_c.stdin.unwrap_or(false),
+            stdin_once: spec_c.stdin_once.unwrap_or(false),
         };
         let (restart_count, pending) = {
             let c = self.ctr_mut(init, i);

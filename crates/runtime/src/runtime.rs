@@ -210,6 +210,8 @@ impl ContainerRuntime {
             log_path: req.log_path.clone(),
             log_max_size: self.config.log_max_size,
             log_max_files: self.config.log_max_files,
+            stdin: req.config.stdin,
+            stdin_once: req.config.stdin_once,
         };
         crate::oci::ensure_root(&self.config.runtime.root)?;
         spawn_shim(&self.config.shim, &shim_cfg)

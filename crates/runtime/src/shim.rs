@@ -58,7 +58,17 @@ pub struct ShimConfig {
     pub log_max_size: u64,
     /// Files kept, the live one included.
     pub log_max_files: usize,
+    /// Give the container a stdin pipe fed from the FIFO
+    /// [`STDIN_FIFO`] in the bundle (attach); closed after the first
+    /// writer leaves with `stdin_once`.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
 }
+
+/// The FIFO in the bundle that feeds a `stdin: true` container's stdin.
+pub const STDIN_FIFO: &str = "stdin.fifo";
 
 /// Lifecycle state recorded by the shim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,8 +428,20 @@ fn run_shim(cfg: &ShimConfig) -> Result<()> {
     let (err_r, err_w) = pipe()?;
     let pid_file = cfg.bundle.join(INIT_PID_FILE);
     let _ = std::fs::remove_file(&pid_file);
+    let stdin = if cfg.stdin {
+        let (r, w) = pipe()?;
+        let fifo = cfg.bundle.join(STDIN_FIFO);
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .ctx(|| format!("mkfifo {}", fifo.display()))?;
+        let once = cfg.stdin_once;
+        std::thread::spawn(move || pump_stdin(&fifo, w, once));
+        Some(r)
+    } else {
+        None
+    };
     let stdio = ContainerStdio {
-        stdin: None,
+        stdin,
         stdout: Some(out_w),
         stderr: Some(err_w),
     };
@@ -491,6 +513,28 @@ fn run_shim(cfg: &ShimConfig) -> Result<()> {
     status.signal = signal;
     status.finished_at = Some(finished_at);
     save(&status)
+}
+
+/// Copy what attach sessions write into the FIFO to the container's
+/// stdin. Opening the FIFO for reading blocks until a writer comes, and a
+/// read returns EOF once every writer left: then the next session is
+/// awaited, or with `once` the container's stdin is closed (upstream's
+/// stdinOnce). Holding `w` otherwise keeps the container's stdin open
+/// with nobody attached, as with the kubelet.
+fn pump_stdin(fifo: &Path, w: OwnedFd, once: bool) {
+    let mut w = std::fs::File::from(w);
+    loop {
+        let Ok(mut r) = std::fs::File::open(fifo) else {
+            return;
+        };
+        if std::io::copy(&mut r, &mut w).is_err() {
+            // The container closed its stdin (or exited).
+            return;
+        }
+        if once {
+            return;
+        }
+    }
 }
 
 fn fail(
@@ -640,6 +684,8 @@ mod tests {
             log_path: dir.path().join("c.log"),
             log_max_size: 0,
             log_max_files: 1,
+            stdin: false,
+            stdin_once: false,
         };
         let cmd = ShimCommand {
             program: "/nonexistent/shim".into(),

@@ -184,6 +184,10 @@ pub struct ContainerConfig {
     pub resources: Resources,
     pub security: SecurityContext,
     pub mounts: Vec<BindMount>,
+    /// Keep a stdin open for attach (`stdin: true`); with `stdin_once`
+    /// it closes when the first attach session ends.
+    pub stdin: bool,
+    pub stdin_once: bool,
 }
 
 /// Where the pod sandbox keeps the namespaces the container joins.

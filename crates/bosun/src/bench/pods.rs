@@ -15,6 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+const BENCH_CLUSTER_CIDR: &str = "10.199.0.0/16";
+const BENCH_POD_CIDR: &str = "10.199.0.0/24";
+const BENCH_BRIDGE: &str = "bsnbench";
+
 #[derive(clap::Args)]
 pub struct PodsBenchArgs {
     /// Pods measured one after another (each one Running before the next).
@@ -244,6 +248,11 @@ pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
         .arg(&node)
         .arg("--container-runtime")
         .arg(&args.container_runtime)
+        // No controller manager here: the agent takes its podCIDR itself,
+        // on a bridge of its own (removed at the end).
+        .args(["--cluster-cidr", BENCH_CLUSTER_CIDR])
+        .args(["--pod-cidr", BENCH_POD_CIDR])
+        .args(["--cni-bridge", BENCH_BRIDGE])
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
@@ -393,6 +402,11 @@ pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(agent);
+    // The bridge CNI made for the bench (pods are gone, so are their veths).
+    let _ = Command::new("ip")
+        .args(["link", "del", BENCH_BRIDGE])
+        .stderr(Stdio::null())
+        .status();
     Ok(())
 }
 

@@ -257,6 +257,154 @@ impl Drop for Env {
     }
 }
 
+/// The pod network of a test's server: its own cluster CIDR
+/// `10.<x>.0.0/16` and bridge `bsn<x>`, so concurrent suites on this host
+/// never share addresses. `x` (100..200) is reserved with an flock held
+/// for the life of the test process and kept in `<root>/podnet`, so a
+/// restarted server of the same test gets the same network.
+pub struct PodNetwork {
+    pub x: u8,
+}
+
+impl PodNetwork {
+    pub fn cluster_cidr(&self) -> String {
+        format!("10.{}.0.0/16", self.x)
+    }
+    pub fn bridge(&self) -> String {
+        format!("bsn{}", self.x)
+    }
+    /// Flags of an extra `bosun agent` (n in 1..=3) of the same test: its
+    /// own bridge, and a subnet of its own while its Node has no podCIDR.
+    pub fn agent_flags(&self, n: u8) -> Vec<String> {
+        vec![
+            "--cluster-cidr".into(),
+            self.cluster_cidr(),
+            "--cni-bridge".into(),
+            format!("bsn{}n{n}", self.x),
+            "--pod-cidr".into(),
+            format!("10.{}.{}.0/24", self.x, 250 + n),
+        ]
+    }
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--cluster-cidr".into(),
+            self.cluster_cidr(),
+            "--cni-bridge".into(),
+            self.bridge(),
+        ]
+    }
+}
+
+static HELD_LOCKS: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+pub fn pod_network(root: &Path) -> PodNetwork {
+    let file = root.join("podnet");
+    if let Some(x) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return PodNetwork { x };
+    }
+    let dir = std::env::temp_dir().join("bosun-test-podnet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = (std::process::id() as usize + free_port() as usize) % 100;
+    for k in 0..100 {
+        let x = (100 + (start + k) % 100) as u8;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{x}.lock")))
+            .unwrap();
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        HELD_LOCKS.lock().unwrap().push(lock);
+        std::fs::write(&file, x.to_string()).unwrap();
+        return PodNetwork { x };
+    }
+    panic!("no free test pod network (10.100-199.0.0/16)");
+}
+
+/// Remove what the pod network of the test in `root` left on the host:
+/// CNI iptables rules and chains of the pods `uids` (their comments name
+/// the sandbox ID, the pod UID), host-gw routes inside its cluster CIDR,
+/// and its bridge. Only names of this test are touched.
+pub fn cleanup_pod_network(root: &Path, uids: &[String]) {
+    let Some(x) = std::fs::read_to_string(root.join("podnet"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok())
+    else {
+        return;
+    };
+    let net = PodNetwork { x };
+    if !uids.is_empty() {
+        let rules = Command::new("iptables")
+            .args(["-t", "nat", "-S"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut chains = Vec::new();
+        for line in rules.lines() {
+            let Some(rule) = line.strip_prefix("-A ") else {
+                continue;
+            };
+            if !uids
+                .iter()
+                .any(|u| u.len() >= 36 && line.contains(u.as_str()))
+            {
+                continue;
+            }
+            // iptables -S quotes for a shell.
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("iptables -t nat -D {rule}"))
+                .status();
+            if let Some(t) = rule.split(" -j ").nth(1) {
+                let t = t.split_whitespace().next().unwrap_or("");
+                if t.starts_with("CNI-") && !t.starts_with("CNI-HOSTPORT") {
+                    chains.push(t.to_string());
+                }
+            }
+        }
+        for c in chains {
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-F", &c])
+                .status();
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-X", &c])
+                .status();
+        }
+    }
+    let routes = Command::new("ip")
+        .args([
+            "-4",
+            "route",
+            "show",
+            "root",
+            &net.cluster_cidr(),
+            "proto",
+            "66",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for r in routes.lines() {
+        if let Some(dst) = r.split_whitespace().next() {
+            let _ = Command::new("ip")
+                .args(["route", "del", dst, "proto", "66"])
+                .status();
+        }
+    }
+    let extra = (1..=3).map(|n| format!("bsn{}n{n}", net.x));
+    for bridge in std::iter::once(net.bridge()).chain(extra) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 pub fn cleanup_node(root: &Path) {
     let agents: Vec<PathBuf> = ["data", "crun-node"]
         .iter()
@@ -301,6 +449,7 @@ pub fn cleanup_node(root: &Path) {
             let _ = Command::new("kill").args(["-9", pid]).status();
         }
     }
+    cleanup_pod_network(root, &uids);
     let mut mounts = mounts_under(root);
     mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
     for m in mounts {
@@ -460,6 +609,7 @@ pub fn start_server(root: &Path, data: &Path, node: &str, port: u16, extra: &[&s
         })
         .arg("--node-name")
         .arg(node)
+        .args(pod_network(root).flags())
         .args(extra.iter().filter(|a| **a != "controllers"))
         .env("BOSUN_LOG", "info,bosun_kubelet=debug")
         .env("NO_COLOR", "1")

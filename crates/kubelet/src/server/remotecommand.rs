@@ -125,8 +125,10 @@ fn not_running(pod: &Value, container: &str) -> Response<Body> {
     )
 }
 
-/// `attach`: the container's output from now until it stops. Its stdin
-/// belongs to the shim and is not attachable: input is read and dropped.
+/// `attach`: the container's output from now until it stops, and the
+/// client's input into its stdin when the container has `stdin: true`
+/// (through the shim's FIFO). There is no container tty yet: `-t` gets
+/// plain output.
 pub async fn attach(
     agent: Arc<Agent>,
     req: Request<Incoming>,
@@ -225,7 +227,23 @@ async fn run_attach(src: AttachSource, io: Io) -> Result<i32, String> {
         ..
     } = io;
     if let Some(mut rx) = stdin {
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let fifo = src.shim.bundle.join(bosun_runtime::shim::STDIN_FIFO);
+        tokio::spawn(async move {
+            // No reader (no `stdin: true`, or a stdinOnce stdin already
+            // used and closed): input goes nowhere, as with the kubelet.
+            let mut tx = tokio::net::unix::pipe::OpenOptions::new()
+                .open_sender(&fifo)
+                .ok();
+            while let Some(b) = rx.recv().await {
+                if let Some(t) = tx.as_mut() {
+                    if t.write_all(&b).await.is_err() {
+                        tx = None;
+                    }
+                }
+            }
+            // The client's stdin ended: closing our end lets the shim
+            // see EOF (and close the container's stdin with stdinOnce).
+        });
     }
     let start = std::fs::metadata(&src.log).map(|m| m.len()).unwrap_or(0);
     let quit = Arc::new(AtomicBool::new(false));
