@@ -100,7 +100,12 @@ fn deployment_and_job_on_real_containers() {
     });
 
     // set image → rollout status completes, old pods gone.
-    env.ok(&["set", "image", "deployment/web", &format!("busybox={image2}")]);
+    env.ok(&[
+        "set",
+        "image",
+        "deployment/web",
+        &format!("busybox={image2}"),
+    ]);
     let out = env.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     wait_exactly(&env, 2, &image2);
