@@ -105,5 +105,63 @@ fn run_and_attach_with_stdin() {
         "stdout: {out}\nstderr: {err}"
     );
     env.wait_phase("reader", "Succeeded", Duration::from_secs(30));
+
+    // kubectl run -it: a container terminal (tty: true) with the client's
+    // window size, input through the terminal. kubectl needs a terminal
+    // itself: run it under script(1), feeding the input after a moment.
+    let line = format!(
+        "stty rows 33 cols 91; {KUBECTL} run tty --image={image} --restart=Never -it -- sh -c 'sleep 2; tty; stty size; read x; echo got:$x'"
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("KUBECONFIG", env.kubeconfig())
+        .env("HOME", env.root.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut so = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    env.wait_for(Duration::from_secs(60), "tty pod Running", || {
+        env.pod("tty")
+            .filter(|p| p["status"]["phase"] == "Running")
+            .map(|_| ())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = stdin.write_all(b"hello\r");
+    let _ = stdin.flush();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kubectl run -it did not finish: {:?}", env.pod("tty"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    let out = reader.join().unwrap();
+    assert!(
+        status.success() || status.code() == Some(0),
+        "{status}: {out}"
+    );
+    assert!(!out.contains("not a tty"), "{out}");
+    assert!(out.contains("33 91"), "window size: {out:?}");
+    assert!(out.contains("got:hello"), "{out:?}");
+    let p = env.wait_phase("tty", "Succeeded", Duration::from_secs(30));
+    assert_eq!(p["spec"]["containers"][0]["tty"], true);
+    // The terminal's output is the container's log too.
+    let logs = env.ok(&["logs", "tty"]);
+    assert!(logs.contains("got:hello"), "{logs:?}");
+
     env.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }

@@ -1054,6 +1054,7 @@ impl PodWorker {
             mounts,
             stdin: spec_c.stdin.unwrap_or(false),
             stdin_once: spec_c.stdin_once.unwrap_or(false),
+            tty: spec_c.tty.unwrap_or(false),
         };
         let (restart_count, pending) = {
             let c = self.ctr_mut(init, i);

@@ -159,6 +159,19 @@ impl CriLogWriter {
         Ok(())
     }
 
+    /// Write out what is pending of `stream` now as a `P` record (a tty's
+    /// prompt has no newline but must be seen).
+    pub fn flush_partial(&mut self, stream: Stream) -> Result<()> {
+        let slot = Self::slot(stream);
+        let rest = std::mem::take(&mut self.pending[slot]);
+        if !rest.is_empty() {
+            self.emit(Utc::now(), stream, true, &rest)?;
+        }
+        self.file
+            .flush()
+            .ctx(|| format!("flush {}", self.path.display()))
+    }
+
     /// Write out what is left of `stream` (at EOF) as a full line.
     pub fn finish(&mut self, stream: Stream) -> Result<()> {
         let slot = Self::slot(stream);

@@ -27,6 +27,8 @@ pub struct ContainerStdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// With `terminal: true`: where the runtime sends the pty master.
+    pub console_socket: Option<PathBuf>,
 }
 
 /// The calls the driver makes into an OCI runtime.
@@ -150,8 +152,11 @@ impl OciRuntime for RuncCli {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id);
+            .arg(pid_file);
+        if let Some(sock) = &stdio.console_socket {
+            cmd.arg("--console-socket").arg(sock);
+        }
+        cmd.arg(id);
         let to_stdio = |fd: Option<OwnedFd>| fd.map(Stdio::from).unwrap_or_else(Stdio::null);
         cmd.stdin(to_stdio(stdio.stdin))
             .stdout(to_stdio(stdio.stdout))

@@ -212,6 +212,7 @@ impl ContainerRuntime {
             log_max_files: self.config.log_max_files,
             stdin: req.config.stdin,
             stdin_once: req.config.stdin_once,
+            tty: req.config.tty,
         };
         crate::oci::ensure_root(&self.config.runtime.root)?;
         spawn_shim(&self.config.shim, &shim_cfg)

@@ -65,7 +65,15 @@ pub struct ShimConfig {
     pub stdin: bool,
     #[serde(default)]
     pub stdin_once: bool,
+    /// The container has a terminal: its output is the pty master's (all
+    /// stdout), input goes to the master, and [`RESIZE_FIFO`] takes
+    /// `"<cols> <rows>\n"` window sizes.
+    #[serde(default)]
+    pub tty: bool,
 }
+
+/// The FIFO in the bundle that takes a tty container's window sizes.
+pub const RESIZE_FIFO: &str = "resize.fifo";
 
 /// The FIFO in the bundle that feeds a `stdin: true` container's stdin.
 pub const STDIN_FIFO: &str = "stdin.fifo";
@@ -428,7 +436,18 @@ fn run_shim(cfg: &ShimConfig) -> Result<()> {
     let (err_r, err_w) = pipe()?;
     let pid_file = cfg.bundle.join(INIT_PID_FILE);
     let _ = std::fs::remove_file(&pid_file);
-    let stdin = if cfg.stdin {
+    // A tty: the runtime sends the pty master over a console socket (a
+    // short path: sun_path holds 108 bytes, bundle paths can be longer).
+    let console = if cfg.tty {
+        let path = std::env::temp_dir().join(format!("bosun-console-{shim_pid}.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .ctx(|| format!("bind {}", path.display()))?;
+        Some((path, listener))
+    } else {
+        None
+    };
+    let stdin = if cfg.stdin && !cfg.tty {
         let (r, w) = pipe()?;
         let fifo = cfg.bundle.join(STDIN_FIFO);
         let _ = std::fs::remove_file(&fifo);
@@ -444,8 +463,29 @@ fn run_shim(cfg: &ShimConfig) -> Result<()> {
         stdin,
         stdout: Some(out_w),
         stderr: Some(err_w),
+        console_socket: console.as_ref().map(|(p, _)| p.clone()),
     };
-    if let Err(e) = cfg.runtime.create(&cfg.id, &cfg.bundle, &pid_file, stdio) {
+    let created = cfg.runtime.create(&cfg.id, &cfg.bundle, &pid_file, stdio);
+    let master = match (&created, console) {
+        (Ok(()), Some((path, listener))) => {
+            let m = receive_console(&listener);
+            let _ = std::fs::remove_file(&path);
+            match m {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = cfg.runtime.delete(&cfg.id, true);
+                    fail(cfg, &mut status, &e.to_string(), &save);
+                    return Err(e);
+                }
+            }
+        }
+        (_, Some((path, _))) => {
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+        _ => None,
+    };
+    if let Err(e) = created {
         let _ = cfg.runtime.delete(&cfg.id, true);
         fail(cfg, &mut status, &e.to_string(), &save);
         return Err(e);
@@ -484,6 +524,13 @@ fn run_shim(cfg: &ShimConfig) -> Result<()> {
             let _ = done.send(());
         });
     }
+    let mut streams = 2;
+    if let Some(master) = master {
+        streams += 1;
+        if let Err(e) = start_tty(cfg, master, writer.clone(), done_tx.clone()) {
+            eprintln!("tty set-up: {e}");
+        }
+    }
     drop(done_tx);
 
     save(&status)?;
@@ -495,7 +542,7 @@ fn run_shim(cfg: &ShimConfig) -> Result<()> {
 
     // Drain the pipes (bounded).
     let deadline = Instant::now() + IO_DRAIN_TIMEOUT;
-    for _ in 0..2 {
+    for _ in 0..streams {
         let left = deadline.saturating_duration_since(Instant::now());
         if done_rx.recv_timeout(left).is_err() {
             eprintln!("stdio still open {IO_DRAIN_TIMEOUT:?} after exit; not waiting");
@@ -513,6 +560,105 @@ fn run_shim(cfg: &ShimConfig) -> Result<()> {
     status.signal = signal;
     status.finished_at = Some(finished_at);
     save(&status)
+}
+
+/// The pty master the runtime sends over the console socket (it has
+/// connected and sent it before `create` returned).
+fn receive_console(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{FromRawFd, RawFd};
+    listener
+        .set_nonblocking(true)
+        .ctx(|| "console socket".into())?;
+    let (conn, _) = listener
+        .accept()
+        .ctx(|| "no console from the runtime".into())?;
+    let mut buf = [0u8; 1024];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .ctx(|| "receive the console".into())?;
+    for c in msg.cmsgs().ctx(|| "console message".into())? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS gave us a new descriptor we now own.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(Error::Shim("the runtime sent no console descriptor".into()))
+}
+
+/// Pump the pty master into the log (each chunk flushed at once, partial
+/// lines as `P` records, so prompts show), the stdin FIFO into the master,
+/// and the resize FIFO into TIOCSWINSZ.
+fn start_tty(
+    cfg: &ShimConfig,
+    master: OwnedFd,
+    writer: Arc<Mutex<CriLogWriter>>,
+    done: mpsc::Sender<()>,
+) -> Result<()> {
+    let dup = |m: &OwnedFd| m.try_clone().ctx(|| "dup console".into());
+    if cfg.stdin {
+        let fifo = cfg.bundle.join(STDIN_FIFO);
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .ctx(|| format!("mkfifo {}", fifo.display()))?;
+        let w = dup(&master)?;
+        let once = cfg.stdin_once;
+        std::thread::spawn(move || pump_stdin(&fifo, w, once));
+    }
+    let fifo = cfg.bundle.join(RESIZE_FIFO);
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .ctx(|| format!("mkfifo {}", fifo.display()))?;
+    let m = dup(&master)?;
+    std::thread::spawn(move || loop {
+        let Ok(f) = std::fs::File::open(&fifo) else {
+            return;
+        };
+        for line in std::io::BufRead::lines(std::io::BufReader::new(f)).map_while(|l| l.ok()) {
+            let mut it = line.split_whitespace().map(|v| v.parse::<u16>());
+            if let (Some(Ok(cols)), Some(Ok(rows))) = (it.next(), it.next()) {
+                let ws = libc::winsize {
+                    ws_row: rows,
+                    ws_col: cols,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+                unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ as _, &ws) };
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(master);
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Ok(mut w) = writer.lock() {
+                        let _ = w.write(Stream::Stdout, &buf[..n]);
+                        let _ = w.flush_partial(Stream::Stdout);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EIO: the container closed its terminal (it exited).
+                Err(_) => break,
+            }
+        }
+        if let Ok(mut w) = writer.lock() {
+            let _ = w.finish(Stream::Stdout);
+        }
+        let _ = done.send(());
+    });
+    Ok(())
 }
 
 /// Copy what attach sessions write into the FIFO to the container's

@@ -188,6 +188,9 @@ pub struct ContainerConfig {
     /// it closes when the first attach session ends.
     pub stdin: bool,
     pub stdin_once: bool,
+    /// A terminal (`tty: true`): the runtime hands the pty master to the
+    /// shim through a console socket.
+    pub tty: bool,
 }
 
 /// Where the pod sandbox keeps the namespaces the container joins.
@@ -577,7 +580,7 @@ pub fn build_spec(
         .ambient(HashSet::new())
         .build()?;
     let mut process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(container.tty)
         .user(user_builder.build()?)
         .args(args)
         .env(env)

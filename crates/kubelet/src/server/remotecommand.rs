@@ -127,8 +127,8 @@ fn not_running(pod: &Value, container: &str) -> Response<Body> {
 
 /// `attach`: the container's output from now until it stops, and the
 /// client's input into its stdin when the container has `stdin: true`
-/// (through the shim's FIFO). There is no container tty yet: `-t` gets
-/// plain output.
+/// (through the shim's FIFO); with `tty: true` the terminal's output and
+/// window size (resize messages go to the shim's resize FIFO).
 pub async fn attach(
     agent: Arc<Agent>,
     req: Request<Incoming>,
@@ -136,8 +136,13 @@ pub async fn attach(
     container: &str,
 ) -> Response<Body> {
     let (_, mut opts) = opts_from_query(&super::query_pairs(req.uri().query()));
-    // The container has no terminal of its own.
-    if opts.tty {
+    let has_tty = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["name"] == container && c["tty"] == true);
+    // Without a terminal of its own the container's output is plain.
+    if opts.tty && !has_tty {
         opts.tty = false;
         opts.stderr = true;
     }
@@ -222,10 +227,26 @@ async fn run_job(job: Job, opts: &ExecOptions, io: Io) -> Result<i32, String> {
 async fn run_attach(src: AttachSource, io: Io) -> Result<i32, String> {
     let Io {
         stdin,
+        resize,
         out,
         mut gone,
-        ..
     } = io;
+    if let Some(mut rx) = resize {
+        let fifo = src.shim.bundle.join(bosun_runtime::shim::RESIZE_FIFO);
+        tokio::spawn(async move {
+            // Only tty containers have the FIFO; otherwise sizes are dropped.
+            let mut tx = tokio::net::unix::pipe::OpenOptions::new()
+                .open_sender(&fifo)
+                .ok();
+            while let Some((w, h)) = rx.recv().await {
+                if let Some(t) = tx.as_mut() {
+                    if t.write_all(format!("{w} {h}\n").as_bytes()).await.is_err() {
+                        tx = None;
+                    }
+                }
+            }
+        });
+    }
     if let Some(mut rx) = stdin {
         let fifo = src.shim.bundle.join(bosun_runtime::shim::STDIN_FIFO);
         tokio::spawn(async move {
