@@ -528,10 +528,9 @@ fn deployment_create_set_image_history_undo() {
     );
     let evs = c.events("default", "web", Some("ScalingReplicaSet"));
     assert!(
-        evs.iter().any(
-            |e| e.message == format!("Scaled up replica set {rs1} to 3 from 0")
-                && e.reporting == "deployment-controller"
-        ),
+        evs.iter()
+            .any(|e| e.message == format!("Scaled up replica set {rs1} to 3")
+                && e.reporting == "deployment-controller"),
         "{evs:?}"
     );
     let evs = c.events("default", rs1, Some("SuccessfulCreate"));

@@ -704,4 +704,296 @@ mod tests {
         assert_eq!(p.delete, vec![("p-a".to_string(), None)]);
         assert_eq!(p.create, vec!["b".to_string()]);
     }
+
+    // -- Full reconciles against the fake API --------------------------------
+
+    use crate::testkit::{FakeApi, Write};
+
+    struct Env {
+        fake: FakeApi,
+        ctx: Arc<Ctx>,
+    }
+
+    fn env() -> Env {
+        let fake = FakeApi::new();
+        let client = fake.client();
+        let ctx = Arc::new(Ctx {
+            recorder: Recorder::new(client.clone(), COMPONENT, ""),
+            client,
+            mem: Mutex::new(HashMap::new()),
+        });
+        Env { fake, ctx }
+    }
+
+    impl Env {
+        async fn sync(&self) -> Action {
+            let d = self.fake.get::<DaemonSet>("default", "agent").unwrap();
+            reconcile(Arc::new(d), self.ctx.clone()).await.unwrap()
+        }
+
+        fn status(&self) -> DaemonSetStatus {
+            let d = self.fake.get::<DaemonSet>("default", "agent").unwrap();
+            d.status.unwrap_or_default()
+        }
+
+        /// (node, pod name) of the live pods, sorted by node.
+        fn pods_by_node(&self) -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = self
+                .fake
+                .list::<Pod>()
+                .iter()
+                .map(|p| (target_node(p).unwrap_or_default(), p.name_any()))
+                .collect();
+            v.sort();
+            v
+        }
+
+        /// The pods turn Running and Ready (kubelet and scheduler at work).
+        fn make_ready(&self) {
+            for p in self.fake.list::<Pod>() {
+                self.fake.modify::<Pod>("default", &p.name_any(), |p| {
+                    p.status = serde_json::from_value(json!({"phase": "Running",
+                        "conditions": [{"type": "Ready", "status": "True",
+                            "lastTransitionTime": "2024-01-01T00:00:00Z"}]}))
+                    .unwrap();
+                });
+            }
+        }
+    }
+
+    fn ok_writes<'a>(w: &'a [Write], verb: &str, resource: &str) -> Vec<&'a Write> {
+        w.iter()
+            .filter(|w| w.verb == verb && w.resource == resource && w.code < 300)
+            .collect()
+    }
+
+    fn labeled_node(name: &str, labels: Value, taints: Value) -> Node {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}}),
+        )
+        .unwrap()
+    }
+
+    /// The hash the controller gives pods of `ds`'s current template.
+    fn current_hash(d: &DaemonSet) -> String {
+        let t = serde_json::to_value(&d.spec.as_ref().unwrap().template).unwrap();
+        kit::revision_hash(&t, None)
+    }
+
+    fn with_selector(mut d: DaemonSet) -> DaemonSet {
+        let spec = d.spec.as_mut().unwrap();
+        spec.template.spec.as_mut().unwrap().node_selector =
+            Some([("role".to_string(), "worker".to_string())].into());
+        d
+    }
+
+    #[tokio::test]
+    async fn reconcile_runs_one_pod_per_eligible_node() {
+        let e = env();
+        let worker = json!({"role": "worker"});
+        for n in [
+            labeled_node("n1", worker.clone(), json!([])),
+            // Tolerated by the daemon tolerations.
+            labeled_node(
+                "n2",
+                worker.clone(),
+                json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
+            ),
+            // Not tolerated.
+            labeled_node(
+                "n3",
+                worker.clone(),
+                json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+            ),
+            // Not selected.
+            labeled_node("n4", json!({"role": "infra"}), json!([])),
+        ] {
+            e.fake.insert(&n);
+        }
+        let d = e
+            .fake
+            .insert(&with_selector(ds(json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}))));
+        e.sync().await;
+        let w = e.fake.take_writes();
+        assert_eq!(ok_writes(&w, "create", "controllerrevisions").len(), 1);
+        assert_eq!(ok_writes(&w, "create", "pods").len(), 2);
+        let nodes: Vec<String> = e.pods_by_node().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(nodes, ["n1", "n2"]);
+        let p = e.fake.list::<Pod>().remove(0);
+        assert_eq!(p.metadata.generate_name.as_deref(), Some("agent-"));
+        assert!(p.name_any().starts_with("agent-"));
+        let l = p.metadata.labels.clone().unwrap();
+        assert_eq!(l[REVISION_HASH_LABEL], current_hash(&d));
+        assert_eq!(l[TEMPLATE_GENERATION_LABEL], "2");
+        assert!(controlled_by(&p.metadata, "ds-uid"));
+        let tols = p.spec.as_ref().unwrap().tolerations.clone().unwrap();
+        assert!(tols
+            .iter()
+            .any(|t| t.key.as_deref() == Some("node.kubernetes.io/unschedulable")));
+        let st = e.status();
+        assert_eq!(st.desired_number_scheduled, 2);
+        assert_eq!(st.current_number_scheduled, 0);
+        assert_eq!(st.number_unavailable, Some(2));
+        assert_eq!(st.observed_generation, Some(2));
+
+        // The pods are seen: nothing more to do, status counts them.
+        e.sync().await;
+        let w = e.fake.take_writes();
+        assert!(ok_writes(&w, "create", "pods").is_empty());
+        assert!(ok_writes(&w, "delete", "pods").is_empty());
+        let st = e.status();
+        assert_eq!(
+            (st.current_number_scheduled, st.number_misscheduled),
+            (2, 0)
+        );
+        assert_eq!(st.updated_number_scheduled, Some(2));
+        e.make_ready();
+        e.sync().await;
+        let st = e.status();
+        assert_eq!((st.number_ready, st.number_available), (2, Some(2)));
+        assert_eq!(st.number_unavailable, None);
+    }
+
+    #[tokio::test]
+    async fn pods_leave_nodes_that_become_ineligible() {
+        let e = env();
+        let worker = json!({"role": "worker"});
+        for n in ["n1", "n2", "n3"] {
+            e.fake.insert(&labeled_node(n, worker.clone(), json!([])));
+        }
+        e.fake
+            .insert(&with_selector(ds(json!({"type": "OnDelete"}))));
+        e.sync().await;
+        e.make_ready();
+        e.sync().await;
+        e.fake.take_writes();
+        let before = e.pods_by_node();
+        assert_eq!(before.len(), 3);
+        // n1 no longer selected, n2 gets an untolerated NoExecute taint: both
+        // pods go. n3 gets an untolerated NoSchedule taint: its pod may stay
+        // (misscheduled).
+        e.fake.modify::<Node>("", "n1", |n| {
+            n.metadata.labels = Some([("role".to_string(), "infra".to_string())].into())
+        });
+        let taint = |key: &str, effect: &str| {
+            serde_json::from_value::<Vec<k8s_openapi::api::core::v1::Taint>>(
+                json!([{"key": key, "effect": effect}]),
+            )
+            .unwrap()
+        };
+        e.fake.modify::<Node>("", "n2", |n| {
+            n.spec.get_or_insert_with(Default::default).taints = Some(taint("evict", "NoExecute"))
+        });
+        e.fake.modify::<Node>("", "n3", |n| {
+            n.spec.get_or_insert_with(Default::default).taints = Some(taint("drain", "NoSchedule"))
+        });
+        e.sync().await;
+        let w = e.fake.take_writes();
+        let mut deleted: Vec<String> = ok_writes(&w, "delete", "pods")
+            .iter()
+            .map(|w| w.name.clone())
+            .collect();
+        deleted.sort();
+        assert_eq!(deleted, [before[0].1.clone(), before[1].1.clone()]);
+        assert!(ok_writes(&w, "create", "pods").is_empty());
+        assert_eq!(e.pods_by_node(), [before[2].clone()]);
+        // Counted before the deletes are seen (upstream too); then settled.
+        assert_eq!(e.status().number_misscheduled, 3);
+        e.sync().await;
+        assert!(e.fake.take_writes().iter().all(|w| w.resource != "pods"));
+        let st = e.status();
+        assert_eq!(st.desired_number_scheduled, 0);
+        assert_eq!(st.number_misscheduled, 1);
+        assert_eq!(st.current_number_scheduled, 0);
+    }
+
+    #[tokio::test]
+    async fn status_counts_ready_and_misscheduled_pods() {
+        let e = env();
+        let d = e.fake.insert(&ds(json!({"type": "OnDelete"})));
+        let h = current_hash(&d);
+        for n in ["a", "b", "c"] {
+            e.fake.insert(&node(n, json!([])));
+        }
+        e.fake.insert(&node(
+            "d",
+            json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]),
+        ));
+        for (name, n, hash, ready) in [
+            ("p-a", "a", h.as_str(), true),
+            ("p-b", "b", "old", false),
+            ("p-d", "d", h.as_str(), true),
+        ] {
+            let mut p = (*pod(name, n, hash, ready)).clone();
+            p.metadata.owner_references =
+                Some(vec![controller_ref("apps/v1", "DaemonSet", &d.metadata)]);
+            e.fake.insert(&p);
+        }
+        e.sync().await;
+        let w = e.fake.take_writes();
+        // Only c lacks a pod; OnDelete keeps p-b although it is old.
+        let creates = ok_writes(&w, "create", "pods");
+        assert_eq!(creates.len(), 1);
+        assert_eq!(
+            target_node(&serde_json::from_value(creates[0].body.clone()).unwrap()).as_deref(),
+            Some("c")
+        );
+        assert!(ok_writes(&w, "delete", "pods").is_empty());
+        let st = e.status();
+        assert_eq!(st.desired_number_scheduled, 3);
+        assert_eq!(st.current_number_scheduled, 2);
+        assert_eq!(st.number_misscheduled, 1);
+        assert_eq!(st.number_ready, 1);
+        assert_eq!(st.number_available, Some(1));
+        assert_eq!(st.number_unavailable, Some(2));
+        assert_eq!(st.updated_number_scheduled, Some(1));
+        // The status is written through the /status subresource.
+        let sw = ok_writes(&w, "update", "daemonsets");
+        assert_eq!(sw.len(), 1);
+        assert_eq!(sw[0].subresource.as_deref(), Some("status"));
+    }
+
+    #[tokio::test]
+    async fn rolling_update_replaces_one_pod_at_a_time() {
+        let e = env();
+        let d = e.fake.insert(&ds(json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})));
+        let h = current_hash(&d);
+        for n in ["a", "b", "c"] {
+            e.fake.insert(&node(n, json!([])));
+            let mut p = (*pod(&format!("old-{n}"), n, "old", true)).clone();
+            p.metadata.owner_references =
+                Some(vec![controller_ref("apps/v1", "DaemonSet", &d.metadata)]);
+            e.fake.insert(&p);
+        }
+        let mut replaced = Vec::new();
+        for round in 0..3 {
+            e.sync().await;
+            let w = e.fake.take_writes();
+            let deleted = ok_writes(&w, "delete", "pods");
+            assert_eq!(deleted.len(), 1, "round {round}: one old pod at a time");
+            assert!(ok_writes(&w, "create", "pods").is_empty());
+            replaced.push(deleted[0].name.clone());
+            // While the replacement is missing or not ready, no other goes.
+            e.sync().await;
+            let w = e.fake.take_writes();
+            assert_eq!(ok_writes(&w, "create", "pods").len(), 1, "round {round}");
+            assert!(ok_writes(&w, "delete", "pods").is_empty());
+            e.sync().await;
+            assert!(ok_writes(&e.fake.take_writes(), "delete", "pods").is_empty());
+            e.make_ready();
+        }
+        replaced.sort();
+        assert_eq!(replaced, ["old-a", "old-b", "old-c"]);
+        e.sync().await;
+        let st = e.status();
+        assert_eq!(st.updated_number_scheduled, Some(3));
+        assert_eq!(st.number_available, Some(3));
+        assert!(e
+            .fake
+            .list::<Pod>()
+            .iter()
+            .all(|p| p.metadata.labels.as_ref().unwrap()[REVISION_HASH_LABEL] == h));
+    }
 }

@@ -1041,7 +1041,8 @@ async fn get_new_rs(
             d,
             "Normal",
             "ScalingReplicaSet",
-            &format!("Scaled up replica set {rs_name} to {count} from 0"),
+            // Upstream's text for a new ReplicaSet has no "from".
+            &format!("Scaled up replica set {rs_name} to {count}"),
         )
         .await;
     }
@@ -1592,5 +1593,473 @@ mod tests {
         set_annotation(&mut r.metadata, MAX_REPLICAS, "13");
         // 6 * 25 / 13 = 11.5 -> 12 => +6
         assert_eq!(proportion(&r, &d, 10, 0, 12), 6);
+    }
+
+    // -- Full reconciles against the fake API --------------------------------
+
+    use crate::testkit::{FakeApi, Mirror, Write};
+
+    struct Env {
+        fake: FakeApi,
+        rss: Mirror<ReplicaSet>,
+        pods: Mirror<Pod>,
+        ctx: Arc<Ctx>,
+    }
+
+    fn env() -> Env {
+        let fake = FakeApi::new();
+        let client = fake.client();
+        let (rss, pods) = (fake.mirror::<ReplicaSet>(), fake.mirror::<Pod>());
+        let ctx = Arc::new(Ctx {
+            rec: Recorder::new(client.clone(), COMPONENT, ""),
+            client,
+            rss: rss.store.clone(),
+            pods: pods.store.clone(),
+        });
+        Env {
+            fake,
+            rss,
+            pods,
+            ctx,
+        }
+    }
+
+    impl Env {
+        /// The informers catch up, then `default/web` is reconciled.
+        async fn sync(&mut self) {
+            self.rss.sync();
+            self.pods.sync();
+            let d = self.dep();
+            reconcile(Arc::new(d), self.ctx.clone()).await.unwrap();
+        }
+
+        fn dep(&self) -> Deployment {
+            self.fake.get::<Deployment>("default", "web").unwrap()
+        }
+
+        fn rs(&self, name: &str) -> ReplicaSet {
+            self.fake.get::<ReplicaSet>("default", name).unwrap()
+        }
+
+        /// The ReplicaSet whose template runs `image`.
+        fn rs_with_image(&self, image: &str) -> ReplicaSet {
+            self.fake
+                .list::<ReplicaSet>()
+                .into_iter()
+                .find(|r| {
+                    let t = r.spec.as_ref().unwrap().template.as_ref().unwrap();
+                    t.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image)
+                })
+                .unwrap()
+        }
+
+        /// The ReplicaSet controller catching up: all of `name`'s replicas
+        /// exist and `available` of them are available.
+        fn settle(&self, name: &str, available: i32) {
+            self.fake.modify::<ReplicaSet>("default", name, |rs| {
+                let n = rs_replicas(rs);
+                rs.status = Some(k8s_openapi::api::apps::v1::ReplicaSetStatus {
+                    replicas: n,
+                    ready_replicas: Some(available),
+                    available_replicas: Some(available),
+                    observed_generation: rs.metadata.generation,
+                    ..Default::default()
+                });
+            });
+        }
+
+        fn set_replicas(&self, n: i32) {
+            self.fake.modify::<Deployment>("default", "web", |d| {
+                d.spec.as_mut().unwrap().replicas = Some(n);
+                d.metadata.generation = Some(d.metadata.generation.unwrap_or(1) + 1);
+            });
+        }
+
+        fn condition(&self, type_: &str) -> (String, String) {
+            let st = self.dep().status.unwrap_or_default();
+            let c = get_condition(&st, type_).cloned().unwrap();
+            (c.status, c.reason.unwrap_or_default())
+        }
+    }
+
+    /// A Deployment `default/web` running `image`, with the API server's
+    /// defaults (RollingUpdate 25%/25%, history 10, deadline 600s).
+    fn web_dep(replicas: i32, image: &str, extra: Value) -> Deployment {
+        let mut v = json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "dep-uid", "generation": 1},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600,
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": image}]}}},
+        });
+        merge(&mut v, extra);
+        dep(v)
+    }
+
+    fn merge(a: &mut Value, b: Value) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    /// A ReplicaSet of `web` (as the controller made it) for `image`.
+    fn owned_rs(
+        image: &str,
+        replicas: i32,
+        available: i32,
+        revision: i64,
+        created: &str,
+        max_replicas: Option<i32>,
+    ) -> ReplicaSet {
+        let tmpl = template(&web_dep(1, image, json!({})));
+        let hash = compute_hash(&tmpl, None);
+        let mut ann = json!({REVISION: revision.to_string()});
+        if let Some(m) = max_replicas {
+            ann[DESIRED_REPLICAS] = json!("10");
+            ann[MAX_REPLICAS] = json!(m.to_string());
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("web-{hash}"), "namespace": "default",
+                "uid": format!("rs-{revision}"), "generation": 1, "creationTimestamp": created,
+                "labels": {"app": "web", HASH_LABEL: hash}, "annotations": ann,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
+                    "uid": "dep-uid", "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web", HASH_LABEL: hash}},
+                "template": {"metadata": {"labels": {"app": "web", HASH_LABEL: hash}},
+                    "spec": {"containers": [{"name": "c", "image": image}]}}},
+            "status": {"replicas": replicas, "readyReplicas": available,
+                "availableReplicas": available, "observedGeneration": 1},
+        }))
+        .unwrap()
+    }
+
+    fn ok_writes<'a>(w: &'a [Write], verb: &str, resource: &str) -> Vec<&'a Write> {
+        w.iter()
+            .filter(|w| w.verb == verb && w.resource == resource && w.code < 300)
+            .collect()
+    }
+
+    /// (name, spec.replicas) of each ReplicaSet scale written, in order.
+    fn scales(w: &[Write]) -> Vec<(String, i64)> {
+        ok_writes(w, "patch", "replicasets")
+            .into_iter()
+            .filter(|w| w.subresource.is_none())
+            .filter_map(|w| Some((w.name.clone(), w.body["spec"]["replicas"].as_i64()?)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn new_deployment_creates_its_first_replicaset() {
+        let mut e = env();
+        let d = e.fake.insert(&web_dep(3, "nginx:1", json!({})));
+        e.sync().await;
+        let w = e.fake.take_writes();
+        let created = ok_writes(&w, "create", "replicasets");
+        assert_eq!(created.len(), 1);
+        let hash = compute_hash(&template(&d), None);
+        let rs = e.rs(&format!("web-{hash}"));
+        let labels = rs.metadata.labels.clone().unwrap();
+        assert_eq!(labels[HASH_LABEL], hash);
+        let spec = rs.spec.clone().unwrap();
+        assert_eq!(spec.selector.match_labels.unwrap()[HASH_LABEL], hash);
+        let tl = spec.template.unwrap().metadata.unwrap().labels.unwrap();
+        assert_eq!(tl[HASH_LABEL], hash);
+        // No old ReplicaSets: the new one gets everything at once.
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(annotation(&rs.metadata, REVISION), Some("1"));
+        assert_eq!(annotation(&rs.metadata, DESIRED_REPLICAS), Some("3"));
+        assert_eq!(annotation(&rs.metadata, MAX_REPLICAS), Some("4"));
+        let owner = controller_of(&rs.metadata).unwrap();
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Deployment", "dep-uid")
+        );
+        assert_eq!(annotation(&e.dep().metadata, REVISION), Some("1"));
+        assert_eq!(
+            e.condition("Progressing"),
+            ("True".into(), "NewReplicaSetCreated".into())
+        );
+        assert_eq!(
+            e.condition("Available"),
+            ("False".into(), "MinimumReplicasUnavailable".into())
+        );
+        let ev = e.fake.events();
+        let scaled = format!("Scaled up replica set web-{hash} to 3");
+        assert!(
+            ev.iter()
+                .any(|(t, r, m)| t == "Normal" && r == "ScalingReplicaSet" && *m == scaled),
+            "{ev:?}"
+        );
+        // Nothing changed: a second sync writes nothing.
+        e.sync().await;
+        let w = e.fake.take_writes();
+        assert!(w.iter().all(|w| w.resource == "events"), "{w:?}");
+    }
+
+    #[tokio::test]
+    async fn rolling_update_surges_new_and_scales_down_old() {
+        let mut e = env();
+        // replicas 10, 25%/25%: maxSurge 3, maxUnavailable 2.
+        let old = e.fake.insert(&owned_rs(
+            "nginx:1",
+            10,
+            10,
+            1,
+            "2024-01-01T00:00:00Z",
+            Some(13),
+        ));
+        e.fake.insert(&web_dep(10, "nginx:2", json!({})));
+        e.sync().await;
+        let new = e.rs_with_image("nginx:2");
+        let new_name = name_of(&new.metadata);
+        let old_name = name_of(&old.metadata);
+        // The new ReplicaSet starts at maxSurge (13 - 10 = 3), the old one
+        // goes to 8: 13 total - minAvailable 8 - 3 new unavailable = 2.
+        assert_eq!(rs_replicas(&new), 3);
+        assert_eq!(annotation(&new.metadata, REVISION), Some("2"));
+        assert_eq!(rs_replicas(&e.rs(&old_name)), 8);
+        assert_eq!(annotation(&e.dep().metadata, REVISION), Some("2"));
+        let w = e.fake.take_writes();
+        assert_eq!(scales(&w), [(old_name.clone(), 8)]);
+
+        // The new pods come up: new to 5 (13 - 8), old untouched this sync.
+        e.settle(&new_name, 3);
+        e.settle(&old_name, 8);
+        e.sync().await;
+        assert_eq!(scales(&e.fake.take_writes()), [(new_name.clone(), 5)]);
+        // 13 total - minAvailable 8 - 2 new unavailable = 3 old may go.
+        e.settle(&new_name, 3);
+        e.sync().await;
+        assert_eq!(scales(&e.fake.take_writes()), [(old_name.clone(), 5)]);
+        let st = e.dep().status.unwrap();
+        assert_eq!(st.replicas, Some(13));
+        assert_eq!(st.updated_replicas, Some(5));
+        assert_eq!(st.available_replicas, Some(11));
+        // Counted against spec sizes (5 + 5) like upstream: none unavailable.
+        assert_eq!(st.unavailable_replicas, None);
+        assert_eq!(
+            e.condition("Progressing"),
+            ("True".into(), "ReplicaSetUpdated".into())
+        );
+        assert_eq!(
+            e.condition("Available"),
+            ("True".into(), "MinimumReplicasAvailable".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn recreate_scales_old_to_zero_before_creating_new() {
+        let mut e = env();
+        let old = e
+            .fake
+            .insert(&owned_rs("nginx:1", 3, 3, 1, "2024-01-01T00:00:00Z", None));
+        let old_name = name_of(&old.metadata);
+        e.fake.insert(&web_dep(
+            3,
+            "nginx:2",
+            json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}}),
+        ));
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "old-pod", "namespace": "default", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": old_name,
+                    "uid": "rs-1", "controller": true}]},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1"}]},
+            "status": {"phase": "Running"},
+        }))
+        .unwrap();
+        e.fake.insert(&pod);
+        e.sync().await;
+        let w = e.fake.take_writes();
+        assert_eq!(scales(&w), [(old_name.clone(), 0)]);
+        assert!(ok_writes(&w, "create", "replicasets").is_empty());
+        // Old pods still there (status and pod): still no new ReplicaSet.
+        e.sync().await;
+        e.settle(&old_name, 0);
+        e.sync().await;
+        assert!(ok_writes(&e.fake.take_writes(), "create", "replicasets").is_empty());
+        // The last old pod is gone: the new ReplicaSet comes at full size.
+        e.fake.remove::<Pod>("default", "old-pod");
+        e.sync().await;
+        let w = e.fake.take_writes();
+        assert_eq!(ok_writes(&w, "create", "replicasets").len(), 1);
+        assert_eq!(rs_replicas(&e.rs_with_image("nginx:2")), 3);
+        assert_eq!(annotation(&e.dep().metadata, REVISION), Some("2"));
+    }
+
+    #[tokio::test]
+    async fn scaling_mid_rollout_is_proportional() {
+        let mut e = env();
+        let old = e.fake.insert(&owned_rs(
+            "nginx:1",
+            8,
+            8,
+            1,
+            "2024-01-01T00:00:00Z",
+            Some(13),
+        ));
+        let new = e.fake.insert(&owned_rs(
+            "nginx:2",
+            5,
+            5,
+            2,
+            "2024-01-01T00:01:00Z",
+            Some(13),
+        ));
+        let mut d = web_dep(
+            20,
+            "nginx:2",
+            json!({"metadata": {"annotations": {REVISION: "2"}}}),
+        );
+        d.status = Some(DeploymentStatus {
+            replicas: Some(13),
+            ..Default::default()
+        });
+        e.fake.insert(&d);
+        e.sync().await;
+        // 20 + surge 5 = 25 allowed, 12 to add: old 8*25/13 = 15.4 -> 15,
+        // new 5*25/13 = 9.6 -> 10.
+        let w = e.fake.take_writes();
+        let mut s = scales(&w);
+        s.sort();
+        let mut want = vec![(name_of(&old.metadata), 15), (name_of(&new.metadata), 10)];
+        want.sort();
+        assert_eq!(s, want);
+        for rs in [&old, &new] {
+            let rs = e.rs(&name_of(&rs.metadata));
+            assert_eq!(annotation(&rs.metadata, DESIRED_REPLICAS), Some("20"));
+            assert_eq!(annotation(&rs.metadata, MAX_REPLICAS), Some("25"));
+        }
+        assert!(ok_writes(&w, "create", "replicasets").is_empty());
+    }
+
+    #[tokio::test]
+    async fn paused_deployment_only_updates_status() {
+        let mut e = env();
+        e.fake
+            .insert(&owned_rs("nginx:1", 3, 3, 1, "2024-01-01T00:00:00Z", None));
+        e.fake
+            .insert(&web_dep(3, "nginx:2", json!({"spec": {"paused": true}})));
+        e.sync().await;
+        let w = e.fake.take_writes();
+        assert!(ok_writes(&w, "create", "replicasets").is_empty());
+        assert!(scales(&w).is_empty());
+        assert_eq!(
+            e.condition("Progressing"),
+            ("Unknown".into(), "DeploymentPaused".into())
+        );
+        let st = e.dep().status.unwrap();
+        assert_eq!(
+            (st.replicas, st.updated_replicas, st.available_replicas),
+            (Some(3), None, Some(3))
+        );
+        // Resumed: the rollout starts.
+        e.fake.modify::<Deployment>("default", "web", |d| {
+            d.spec.as_mut().unwrap().paused = Some(false)
+        });
+        e.sync().await;
+        assert_eq!(
+            ok_writes(&e.fake.take_writes(), "create", "replicasets").len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn status_conditions_follow_the_rollout() {
+        let mut e = env();
+        let d = e.fake.insert(&web_dep(3, "nginx:1", json!({})));
+        e.sync().await;
+        let name = format!("web-{}", compute_hash(&template(&d), None));
+        assert_eq!(
+            e.condition("Progressing"),
+            ("True".into(), "NewReplicaSetCreated".into())
+        );
+        e.settle(&name, 1);
+        e.sync().await;
+        assert_eq!(
+            e.condition("Progressing"),
+            ("True".into(), "ReplicaSetUpdated".into())
+        );
+        // 3 replicas, 25% unavailable rounds down to 0: 1 is not enough.
+        assert_eq!(
+            e.condition("Available"),
+            ("False".into(), "MinimumReplicasUnavailable".into())
+        );
+        e.settle(&name, 3);
+        e.sync().await;
+        assert_eq!(
+            e.condition("Progressing"),
+            ("True".into(), "NewReplicaSetAvailable".into())
+        );
+        assert_eq!(
+            e.condition("Available"),
+            ("True".into(), "MinimumReplicasAvailable".into())
+        );
+        let st = e.dep().status.unwrap();
+        assert_eq!(st.observed_generation, Some(1));
+        assert_eq!(
+            (
+                st.replicas,
+                st.updated_replicas,
+                st.ready_replicas,
+                st.available_replicas,
+                st.unavailable_replicas
+            ),
+            (Some(3), Some(3), Some(3), Some(3), None)
+        );
+        // Scaling: a new generation, the ReplicaSet follows.
+        e.set_replicas(5);
+        e.sync().await;
+        assert_eq!(scales(&e.fake.take_writes()), [(name.clone(), 5)]);
+        assert_eq!(e.dep().status.unwrap().observed_generation, Some(2));
+    }
+
+    #[tokio::test]
+    async fn history_limit_deletes_oldest_empty_replicasets() {
+        let mut e = env();
+        let r1 = e
+            .fake
+            .insert(&owned_rs("nginx:1", 0, 0, 1, "2024-01-01T00:00:00Z", None));
+        let r2 = e
+            .fake
+            .insert(&owned_rs("nginx:2", 0, 0, 2, "2024-01-01T00:01:00Z", None));
+        let r3 = e
+            .fake
+            .insert(&owned_rs("nginx:3", 0, 0, 3, "2024-01-01T00:02:00Z", None));
+        e.fake
+            .insert(&owned_rs("nginx:4", 3, 3, 4, "2024-01-01T00:03:00Z", None));
+        let mut d = web_dep(
+            3,
+            "nginx:4",
+            json!({"metadata": {"annotations": {REVISION: "4"}}, "spec": {"revisionHistoryLimit": 1}}),
+        );
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(3),
+            updated_replicas: Some(3),
+            ready_replicas: Some(3),
+            available_replicas: Some(3),
+            ..Default::default()
+        });
+        e.fake.insert(&d);
+        e.sync().await;
+        let w = e.fake.take_writes();
+        let mut deleted: Vec<String> = ok_writes(&w, "delete", "replicasets")
+            .iter()
+            .map(|w| w.name.clone())
+            .collect();
+        deleted.sort();
+        let mut want = vec![name_of(&r1.metadata), name_of(&r2.metadata)];
+        want.sort();
+        assert_eq!(deleted, want);
+        assert!(e
+            .fake
+            .get::<ReplicaSet>("default", &name_of(&r3.metadata))
+            .is_some());
     }
 }

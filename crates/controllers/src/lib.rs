@@ -19,6 +19,8 @@ pub mod resourcequota;
 pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
+#[cfg(test)]
+mod testkit;
 
 use kube::Client;
 use std::future::Future;

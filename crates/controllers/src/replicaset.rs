@@ -792,4 +792,342 @@ mod tests {
         assert_eq!(c.reason.as_deref(), Some("FailedCreate"));
         assert_eq!(c.message.as_deref(), Some("quota"));
     }
+
+    // -- Full reconciles against the fake API --------------------------------
+
+    use crate::testkit::{FakeApi, Mirror, Write};
+    use serde_json::Value;
+
+    struct Env {
+        fake: FakeApi,
+        pods: Mirror<Pod>,
+        rss: Mirror<ReplicaSet>,
+        ctx: Arc<Ctx>,
+    }
+
+    fn env() -> Env {
+        let fake = FakeApi::new();
+        let client = fake.client();
+        let (pods, rss) = (fake.mirror::<Pod>(), fake.mirror::<ReplicaSet>());
+        let ctx = Arc::new(Ctx {
+            rec: Recorder::new(client.clone(), COMPONENT, ""),
+            client,
+            pods: pods.store.clone(),
+            rss: rss.store.clone(),
+            exp: Expectations::default(),
+        });
+        Env {
+            fake,
+            pods,
+            rss,
+            ctx,
+        }
+    }
+
+    impl Env {
+        /// The informers catch up, then `default/web` is reconciled.
+        async fn sync(&mut self) -> Result<Action, Error> {
+            self.pods.sync();
+            self.rss.sync();
+            self.reconcile_stale().await
+        }
+
+        /// A reconcile with the informers as they are (not caught up).
+        async fn reconcile_stale(&self) -> Result<Action, Error> {
+            let rs = self.fake.get::<ReplicaSet>("default", "web").unwrap();
+            reconcile(Arc::new(rs), self.ctx.clone()).await
+        }
+
+        fn set_replicas(&self, n: i32) {
+            self.fake.modify::<ReplicaSet>("default", "web", |rs| {
+                rs.spec.as_mut().unwrap().replicas = Some(n)
+            });
+        }
+
+        fn status(&self) -> ReplicaSetStatus {
+            let rs = self.fake.get::<ReplicaSet>("default", "web").unwrap();
+            rs.status.unwrap_or_default()
+        }
+    }
+
+    fn web_rs(replicas: i32, extra: Value) -> ReplicaSet {
+        let mut v = json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "rs-uid", "generation": 1},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+        });
+        merge(&mut v, extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn merge(a: &mut Value, b: Value) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn ago(secs: i64) -> String {
+        k8s_openapi::jiff::Timestamp::from_second(now().as_second() - secs)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A pod of `web` (labels app=web), created `age` seconds ago; `ready`:
+    /// seconds since it turned Ready.
+    fn web_pod(name: &str, node: &str, phase: &str, age: i64, ready: Option<i64>) -> Pod {
+        let conds = match ready {
+            Some(s) => json!([{"type": "Ready", "status": "True", "lastTransitionTime": ago(s)}]),
+            None => json!([{"type": "Ready", "status": "False", "lastTransitionTime": ago(age)}]),
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"},
+                "creationTimestamp": ago(age),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+                    "uid": "rs-uid", "controller": true, "blockOwnerDeletion": true}]},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
+            "status": {"phase": phase, "conditions": conds},
+        }))
+        .unwrap()
+    }
+
+    fn ok_writes<'a>(w: &'a [Write], verb: &str, resource: &str) -> Vec<&'a Write> {
+        w.iter()
+            .filter(|w| w.verb == verb && w.resource == resource && w.code < 300)
+            .collect()
+    }
+
+    fn names(w: &[&Write]) -> Vec<String> {
+        let mut n: Vec<String> = w.iter().map(|w| w.name.clone()).collect();
+        n.sort();
+        n
+    }
+
+    #[tokio::test]
+    async fn reconcile_creates_missing_pods_from_the_template() {
+        let mut e = env();
+        e.fake.insert(&web_rs(3, json!({})));
+        let action = e.sync().await.unwrap();
+        assert_eq!(action, Action::await_change());
+        let w = e.fake.take_writes();
+        let creates = ok_writes(&w, "create", "pods");
+        assert_eq!(creates.len(), 3);
+        for c in &creates {
+            assert!(
+                c.name.starts_with("web-") && c.name.len() == 9,
+                "{}",
+                c.name
+            );
+            assert_eq!(c.body["metadata"]["labels"], json!({"app": "web"}));
+            assert_eq!(c.body["metadata"]["generateName"], "web-");
+            let owner = &c.body["metadata"]["ownerReferences"][0];
+            assert_eq!(
+                (&owner["kind"], &owner["uid"], &owner["controller"]),
+                (&json!("ReplicaSet"), &json!("rs-uid"), &json!(true))
+            );
+            assert_eq!(c.body["spec"]["containers"][0]["image"], "nginx");
+        }
+        let ev = e.fake.events();
+        assert_eq!(ev.len(), 3);
+        assert!(ev.iter().all(|(t, r, m)| t == "Normal"
+            && r == "SuccessfulCreate"
+            && m.starts_with("Created pod: web-")));
+        // Status reflects the pods seen before the creates (upstream too).
+        let st = e.status();
+        assert_eq!((st.replicas, st.observed_generation), (0, Some(1)));
+
+        // The informer sees the new pods: nothing more to create.
+        e.sync().await.unwrap();
+        let w = e.fake.take_writes();
+        assert!(ok_writes(&w, "create", "pods").is_empty());
+        let st = e.status();
+        assert_eq!(st.replicas, 3);
+        assert_eq!(st.fully_labeled_replicas, Some(3));
+        assert_eq!(st.ready_replicas, None);
+    }
+
+    #[tokio::test]
+    async fn slow_start_stops_after_a_failed_batch() {
+        let mut e = env();
+        e.fake.insert(&web_rs(10, json!({})));
+        // The 4th create fails: batches of 1, 2 and 4 are tried, then no more.
+        e.fake.fail("create", "pods", 3, 500, "quota exceeded");
+        let err = e.sync().await.unwrap_err();
+        assert_eq!(err.0, "quota exceeded");
+        let w = e.fake.take_writes();
+        let tried = w
+            .iter()
+            .filter(|w| w.verb == "create" && w.resource == "pods")
+            .count();
+        assert_eq!(tried, 7);
+        assert_eq!(ok_writes(&w, "create", "pods").len(), 6);
+        assert!(e.fake.events().contains(&(
+            "Warning".into(),
+            "FailedCreate".into(),
+            "Error creating: quota exceeded".into()
+        )));
+        let c = e.status().conditions.unwrap();
+        assert_eq!(c[0].type_, "ReplicaFailure");
+        assert_eq!(c[0].reason.as_deref(), Some("FailedCreate"));
+
+        // Six creates are still expected: a lagging informer means no action.
+        e.reconcile_stale().await.unwrap();
+        assert!(ok_writes(&e.fake.take_writes(), "create", "pods").is_empty());
+        // Once they are seen, the remaining 4 come (batches 1, 2, 1).
+        e.sync().await.unwrap();
+        let w = e.fake.take_writes();
+        assert_eq!(ok_writes(&w, "create", "pods").len(), 4);
+        e.sync().await.unwrap();
+        assert!(e.status().conditions.is_none(), "ReplicaFailure cleared");
+        assert_eq!(e.status().replicas, 10);
+    }
+
+    #[tokio::test]
+    async fn expectations_prevent_double_creation_and_deletion() {
+        let mut e = env();
+        e.fake.insert(&web_rs(3, json!({})));
+        e.sync().await.unwrap();
+        // A burst of events before the informer saw the pods.
+        e.reconcile_stale().await.unwrap();
+        e.reconcile_stale().await.unwrap();
+        assert_eq!(ok_writes(&e.fake.take_writes(), "create", "pods").len(), 3);
+        assert_eq!(e.fake.list::<Pod>().len(), 3);
+
+        e.sync().await.unwrap();
+        e.set_replicas(1);
+        e.sync().await.unwrap();
+        e.reconcile_stale().await.unwrap();
+        let w = e.fake.take_writes();
+        assert_eq!(ok_writes(&w, "delete", "pods").len(), 2);
+        assert_eq!(e.fake.list::<Pod>().len(), 1);
+        e.sync().await.unwrap();
+        assert!(ok_writes(&e.fake.take_writes(), "delete", "pods").is_empty());
+    }
+
+    #[tokio::test]
+    async fn surplus_pods_are_deleted_in_rank_order() {
+        let mut e = env();
+        e.fake.insert(&web_rs(5, json!({})));
+        let day = 86_400;
+        for p in [
+            web_pod("ready-old", "n1", "Running", 10 * day, Some(10 * day)),
+            web_pod("ready-new", "n2", "Running", 20, Some(10)),
+            web_pod("not-ready", "n1", "Running", 30, None),
+            web_pod("pending", "n2", "Pending", 40, None),
+            web_pod("unscheduled", "", "Pending", 50, None),
+        ] {
+            e.fake.insert(&p);
+        }
+        // Unscheduled < pending < not ready < ready (newer ready first).
+        for (want, victim) in [
+            (4, "unscheduled"),
+            (3, "pending"),
+            (2, "not-ready"),
+            (1, "ready-new"),
+        ] {
+            e.set_replicas(want);
+            e.sync().await.unwrap();
+            let w = e.fake.take_writes();
+            assert_eq!(
+                names(&ok_writes(&w, "delete", "pods")),
+                [victim],
+                "replicas {want}"
+            );
+        }
+        assert!(e.fake.get::<Pod>("default", "ready-old").is_some());
+        assert!(e.fake.events().contains(&(
+            "Normal".into(),
+            "SuccessfulDelete".into(),
+            "Deleted pod: pending".into()
+        )));
+    }
+
+    #[tokio::test]
+    async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
+        let mut e = env();
+        e.fake.insert(&web_rs(2, json!({})));
+        let orphan = |name: &str, app: &str| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+            }))
+            .unwrap()
+        };
+        e.fake.insert(&orphan("orphan", "web"));
+        e.fake.insert(&orphan("unrelated", "db"));
+        e.fake
+            .insert(&web_pod("mine", "n1", "Running", 60, Some(50)));
+        let mut moved = web_pod("moved", "n1", "Running", 60, Some(50));
+        moved.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
+        e.fake.insert(&moved);
+        let mut foreign = web_pod("foreign", "n1", "Running", 60, Some(50));
+        foreign.metadata.owner_references.as_mut().unwrap()[0].uid = "other-uid".into();
+        e.fake.insert(&foreign);
+
+        e.sync().await.unwrap();
+        let w = e.fake.take_writes();
+        let patches = ok_writes(&w, "patch", "pods");
+        assert_eq!(names(&patches), ["moved", "orphan"]);
+        let adopted = e.fake.get::<Pod>("default", "orphan").unwrap();
+        let r = &adopted.metadata.owner_references.unwrap()[0];
+        assert_eq!((r.uid.as_str(), r.controller), ("rs-uid", Some(true)));
+        assert_eq!(r.block_owner_deletion, Some(true));
+        let released = e.fake.get::<Pod>("default", "moved").unwrap();
+        assert!(released.metadata.owner_references.is_none());
+        let other = e.fake.get::<Pod>("default", "unrelated").unwrap();
+        assert!(other.metadata.owner_references.is_none());
+        // orphan + mine make 2: nothing created or deleted.
+        assert!(ok_writes(&w, "create", "pods").is_empty());
+        assert!(ok_writes(&w, "delete", "pods").is_empty());
+        assert_eq!(e.status().replicas, 2);
+    }
+
+    #[tokio::test]
+    async fn status_counts_with_min_ready_seconds() {
+        let mut e = env();
+        e.fake.insert(&web_rs(
+            3,
+            json!({"spec": {"minReadySeconds": 30, "template": {"metadata": {"labels": {"app": "web", "tier": "fe"}}}}}),
+        ));
+        let labeled = |name: &str, ready: Option<i64>| {
+            let mut p = web_pod(name, "n1", "Running", 200, ready);
+            p.metadata
+                .labels
+                .as_mut()
+                .unwrap()
+                .insert("tier".into(), "fe".into());
+            e.fake.insert(&p);
+        };
+        labeled("available", Some(100));
+        labeled("ready-recently", Some(5));
+        e.fake
+            .insert(&web_pod("unlabeled", "n1", "Running", 200, None));
+        let action = e.sync().await.unwrap();
+        let st = e.status();
+        assert_eq!(st.replicas, 3);
+        assert_eq!(st.fully_labeled_replicas, Some(2));
+        assert_eq!(st.ready_replicas, Some(2));
+        assert_eq!(st.available_replicas, Some(1));
+        // Looked at again when the recent pod turns available (~25s).
+        assert!(
+            [24, 25, 26]
+                .map(|s| Action::requeue(Duration::from_secs(s)))
+                .contains(&action),
+            "{action:?}"
+        );
+        // The status write carries the counts as a merge patch of /status.
+        let w = e.fake.take_writes();
+        let sp = ok_writes(&w, "patch", "replicasets");
+        assert_eq!(sp.len(), 1);
+        assert_eq!(sp[0].subresource.as_deref(), Some("status"));
+        assert_eq!(sp[0].body["status"]["availableReplicas"], 1);
+        // Nothing changed: no second status write.
+        e.sync().await.unwrap();
+        assert!(ok_writes(&e.fake.take_writes(), "patch", "replicasets").is_empty());
+    }
 }
