@@ -359,14 +359,14 @@ fn quota_usage_shows_in_kubectl() {
         cells[1].contains("pods: 2/10, requests.cpu: 200m/1"),
         "{cells:?}"
     );
-    // Object counts: configmaps (kube-root-ca.crt is not published here)
-    // and count/<resource>.<group>.
+    // Object counts: configmaps (kube-root-ca.crt, published by the
+    // controller manager, and ours) and count/<resource>.<group>.
     c.ok(&["create", "configmap", "one", "--from-literal=k=v"]);
     c.ok(&["create", "deployment", "d", "--image=nginx", "--replicas=0"]);
     c.eventually("configmaps and deployments counted", || {
         let q = c.json(&["quota", "q"]);
         let used = &q["status"]["used"];
-        (used["configmaps"] == "1" && used["count/deployments.apps"] == "1").then_some(())
+        (used["configmaps"] == "2" && used["count/deployments.apps"] == "1").then_some(())
     });
     let q = c.json(&["quota", "q"]);
     assert_eq!(q["status"]["hard"]["requests.cpu"], "1");
