@@ -832,6 +832,7 @@ mod tests {
             log_max_files: 1,
             stdin: false,
             stdin_once: false,
+            tty: false,
         };
         let cmd = ShimCommand {
             program: "/nonexistent/shim".into(),
