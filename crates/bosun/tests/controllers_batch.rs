@@ -746,3 +746,39 @@ fn statefulset_ordered_start_and_stable_names() {
     });
     assert_eq!(c.json(&["pvc"])["items"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn statefulset_claim_retention_policy_deletes_claims() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    c.simulate("node", 2);
+    c.create("apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  replicas: 3\n  podManagementPolicy: Parallel\n  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Delete\n    whenScaled: Delete\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n        volumeMounts:\n        - {name: data, mountPath: /data}\n  volumeClaimTemplates:\n  - metadata:\n      name: data\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Gi\n");
+    let claims = |c: &Cluster| -> Vec<String> {
+        let mut v: Vec<String> = c.json(&["pvc"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(name_of)
+            .collect();
+        v.sort();
+        v
+    };
+    c.eventually("3 ready replicas", || {
+        let s = c.json(&["sts", "db"]);
+        (s["status"]["readyReplicas"] == 3).then_some(())
+    });
+    assert_eq!(claims(&c), ["data-db-0", "data-db-1", "data-db-2"]);
+    // whenDeleted: Delete: the claims belong to the set.
+    let pvc = c.json(&["pvc", "data-db-0"]);
+    assert_eq!(pvc["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
+    // whenScaled: Delete: condemned ordinals' claims go with their pods.
+    c.ok(&["scale", "sts", "db", "--replicas=1"]);
+    c.eventually("claims of web-1 and web-2 deleted", || {
+        (claims(&c) == ["data-db-0"]).then_some(())
+    });
+    // Deleting the set deletes the remaining claim.
+    c.ok(&["delete", "sts", "db"]);
+    c.eventually("all claims deleted", || claims(&c).is_empty().then_some(()));
+}

@@ -1,6 +1,7 @@
 //! The statefulset controller (upstream `pkg/controller/statefulset`): pods
 //! with stable names `<sts>-<ordinal>`, hostname/subdomain identity, PVCs
-//! from volumeClaimTemplates (`<claim>-<sts>-<ordinal>`, kept on scale-down),
+//! from volumeClaimTemplates (`<claim>-<sts>-<ordinal>`, kept or deleted on
+//! scale-down and set deletion per `persistentVolumeClaimRetentionPolicy`),
 //! OrderedReady and Parallel management, RollingUpdate with partition (highest
 //! ordinal first) and OnDelete, ControllerRevisions and status.
 
@@ -61,6 +62,133 @@ fn error_policy(_s: Arc<StatefulSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
 /// The ordinal of a pod named `<sts>-<n>`.
 pub fn ordinal(sts: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()
+}
+
+/// Who should own claim of ordinal `ord`, per
+/// `persistentVolumeClaimRetentionPolicy` (upstream's
+/// `updateClaimOwnerRefForSetAndPod`): `whenScaled: Delete` makes a
+/// condemned ordinal's (≥ replicas) claims the pod's, so they go with it;
+/// `whenDeleted: Delete` makes the others the set's, so they go with the
+/// set; Retain owns nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOwner {
+    None,
+    Set,
+    Pod,
+}
+
+pub fn claim_owner(sts: &StatefulSet, ord: i32) -> ClaimOwner {
+    let spec = sts.spec.as_ref();
+    let policy = spec.and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    let deleted = policy.and_then(|p| p.when_deleted.as_deref()) == Some("Delete");
+    let scaled = policy.and_then(|p| p.when_scaled.as_deref()) == Some("Delete");
+    let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
+    if scaled && ord >= replicas {
+        ClaimOwner::Pod
+    } else if deleted {
+        ClaimOwner::Set
+    } else {
+        ClaimOwner::None
+    }
+}
+
+/// `refs` with our set/pod owner references replaced by `want` (other
+/// owners kept).
+fn with_claim_owner(
+    refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    sts: &StatefulSet,
+    pod: Option<&Pod>,
+    want: ClaimOwner,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let set_uid = sts.metadata.uid.clone().unwrap_or_default();
+    let pod_uid = pod.and_then(|p| p.metadata.uid.clone());
+    let mut out: Vec<OwnerReference> = refs
+        .iter()
+        .filter(|r| {
+            !(r.uid == set_uid
+                || (r.kind == "Pod" && Some(&r.uid) == pod_uid.as_ref())
+                || (r.kind == "Pod"
+                    && r.api_version == "v1"
+                    && pod.is_some_and(|p| p.name_any() == r.name)))
+        })
+        .cloned()
+        .collect();
+    match want {
+        ClaimOwner::None => {}
+        ClaimOwner::Set => out.push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: sts.name_any(),
+            uid: set_uid,
+            ..Default::default()
+        }),
+        ClaimOwner::Pod => {
+            if let (Some(p), Some(uid)) = (pod, pod_uid) {
+                out.push(OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    name: p.name_any(),
+                    uid,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Bring the owner references of the existing pods' claims in line with
+/// the retention policy (before condemned pods are deleted, so their
+/// claims follow them).
+async fn sync_claim_owners(
+    sts: &StatefulSet,
+    pods: &[Arc<Pod>],
+    pvc_api: &Api<PersistentVolumeClaim>,
+) -> Result<()> {
+    let set = sts.name_any();
+    let templates = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_claim_templates.clone())
+        .unwrap_or_default();
+    if templates.is_empty() {
+        return Ok(());
+    }
+    for pod in pods {
+        let Some(ord) = ordinal(&set, &pod.name_any()) else {
+            continue;
+        };
+        let want = claim_owner(sts, ord);
+        for claim in &templates {
+            let cname = claim_name(&claim.metadata.name.clone().unwrap_or_default(), &set, ord);
+            let Some(pvc) = pvc_api.get_opt(&cname).await? else {
+                continue;
+            };
+            let have = pvc.metadata.owner_references.clone().unwrap_or_default();
+            let new = with_claim_owner(&have, sts, Some(pod), want);
+            if new == have {
+                continue;
+            }
+            let patch = serde_json::json!({"metadata": {
+                "ownerReferences": new,
+                "resourceVersion": pvc.metadata.resource_version,
+            }});
+            match pvc_api
+                .patch(
+                    &cname,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => tracing::debug!(claim = %cname, ?want, "claim owner updated"),
+                Err(e) if kit::is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn hash_of(p: &Pod) -> Option<&str> {
@@ -339,6 +467,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .unwrap_or_else(|| update.clone());
     let plan = plan(&sts, &pods, &current, &update, kit::now());
     let r = sts_ref(&sts);
+    sync_claim_owners(&sts, &pods, &pvc_api).await?;
 
     for pname in &plan.delete {
         match pod_api.delete(pname, &DeleteParams::default()).await {
@@ -391,6 +520,13 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 labels.insert(k.clone(), v.clone());
             }
             pvc.status = None;
+            // A claim the set owns (whenDeleted: Delete) is created so; a
+            // pod owner is added once the pod exists (next sync).
+            if claim_owner(&sts, *o) == ClaimOwner::Set {
+                let refs = pvc.metadata.owner_references.clone().unwrap_or_default();
+                pvc.metadata.owner_references =
+                    Some(with_claim_owner(&refs, &sts, None, ClaimOwner::Set));
+            }
             match pvc_api.create(&PostParams::default(), &pvc).await {
                 Ok(_) => {
                     ctx.recorder
@@ -573,6 +709,42 @@ mod tests {
             pod("web-2", "h1", true),
         ];
         assert!(plan(&s, &pods, "h1", "h2", now()).delete.is_empty());
+    }
+
+    #[test]
+    fn claim_owners_follow_the_retention_policy() {
+        let with = |policy: Value, replicas: i32| {
+            sts(json!({"replicas": replicas, "persistentVolumeClaimRetentionPolicy": policy}))
+        };
+        let retain = with(json!({"whenDeleted": "Retain", "whenScaled": "Retain"}), 1);
+        assert_eq!(claim_owner(&retain, 0), ClaimOwner::None);
+        assert_eq!(claim_owner(&retain, 2), ClaimOwner::None);
+        let scaled = with(json!({"whenScaled": "Delete"}), 1);
+        assert_eq!(claim_owner(&scaled, 0), ClaimOwner::None);
+        assert_eq!(claim_owner(&scaled, 1), ClaimOwner::Pod);
+        let both = with(json!({"whenDeleted": "Delete", "whenScaled": "Delete"}), 2);
+        assert_eq!(claim_owner(&both, 1), ClaimOwner::Set);
+        assert_eq!(claim_owner(&both, 2), ClaimOwner::Pod);
+        let deleted = with(json!({"whenDeleted": "Delete"}), 1);
+        assert_eq!(claim_owner(&deleted, 3), ClaimOwner::Set);
+        // Replacing keeps foreign owners and drops our stale one.
+        let mut set = deleted.clone();
+        set.metadata.uid = Some("set-uid".into());
+        set.metadata.name = Some("web".into());
+        let foreign = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "x".into(),
+            uid: "cm".into(),
+            ..Default::default()
+        };
+        let refs = with_claim_owner(&[foreign.clone()], &set, None, ClaimOwner::Set);
+        assert_eq!(refs.len(), 2);
+        assert_eq!(refs[1].uid, "set-uid");
+        assert_eq!(
+            with_claim_owner(&refs, &set, None, ClaimOwner::None),
+            vec![foreign]
+        );
     }
 
     #[test]
