@@ -738,7 +738,7 @@ mod tests {
             uid: "cm".into(),
             ..Default::default()
         };
-        let refs = with_claim_owner(&[foreign.clone()], &set, None, ClaimOwner::Set);
+        let refs = with_claim_owner(std::slice::from_ref(&foreign), &set, None, ClaimOwner::Set);
         assert_eq!(refs.len(), 2);
         assert_eq!(refs[1].uid, "set-uid");
         assert_eq!(
