@@ -40,10 +40,11 @@ pub async fn ensure(reg: &Registry, host: &str, port: u16) -> Result<(), ApiErro
         )
         .await?;
     }
+    let kubernetes_ip = reg.service_cidr.nth(1).to_string();
     ensure_one(reg, "", "services", Some("default"), json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+        "spec": {"clusterIP": kubernetes_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     })).await?;
     let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() {
         host.to_string()

@@ -511,6 +511,7 @@ fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run,
         field_validation: FieldValidation::parse(q.get("fieldValidation"))?,
+        field_manager: None,
     })
 }
 
@@ -562,6 +563,13 @@ async fn verb(
             ));
         }
     }
+    // The writer for managedFields; read before the body consumes `req`.
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let fmgr = crate::apply::field_manager(q.get("fieldManager"), user_agent.as_deref(), t.sub)?;
     match (t.name, method) {
         (None, &Method::GET) => {
             if q.flag("watch") {
@@ -572,7 +580,10 @@ async fn verb(
             Ok(list_response(rt, &res, accept, q))
         }
         (None, &Method::POST) => {
-            let opts = write_options(q)?;
+            let opts = WriteOptions {
+                field_manager: Some(fmgr.clone()),
+                ..write_options(q)?
+            };
             let (ct, body) = read_body(req).await?;
             let obj = decode_body(&ct, &body)?;
             if rt.namespaced && t.ns.is_none() {
@@ -633,7 +644,10 @@ async fn verb(
             }
         },
         (Some(name), &Method::PUT) => {
-            let opts = write_options(q)?;
+            let opts = WriteOptions {
+                field_manager: Some(fmgr.clone()),
+                ..write_options(q)?
+            };
             let (ct, body) = read_body(req).await?;
             let obj = decode_body(&ct, &body)?;
             match t.sub {
@@ -673,13 +687,25 @@ async fn verb(
             }
         }
         (Some(name), &Method::PATCH) => {
-            let opts = write_options(q)?;
+            let opts = WriteOptions {
+                field_manager: Some(fmgr.clone()),
+                ..write_options(q)?
+            };
             let (ct, body) = read_body(req).await?;
             let mt = media_type(&ct);
-            if mt == "application/apply-patch+yaml" {
-                return Err(ApiError::unsupported_media_type(
-                    "application/apply-patch+yaml (server-side apply is not supported yet)",
-                ));
+            if mt == "application/apply-patch+yaml" && t.sub != Some("scale") {
+                let req = crate::apply::ApplyRequest {
+                    manager: q.get("fieldManager"),
+                    force: q.get("force"),
+                    sub: t.sub,
+                    body: &body,
+                };
+                let (o, code, warnings) =
+                    crate::apply::apply(reg, rt, ns, name, &req, &opts).await?;
+                return Ok(with_warnings(json_response(code, &o), &warnings));
+            }
+            if q.get("force").is_some() {
+                return Err(crate::apply::force_forbidden());
             }
             if !matches!(
                 mt.as_str(),

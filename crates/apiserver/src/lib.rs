@@ -1,4 +1,5 @@
 //! The Bosun API server: the Kubernetes REST API over the store.
+pub mod apply;
 pub mod bootstrap;
 pub mod cache;
 pub mod defaults;

@@ -16,6 +16,73 @@ pub struct Registry {
     pub store: Arc<dyn Store>,
     pub cache: Arc<Cache>,
     alloc: Mutex<Allocations>,
+    /// Where ClusterIPs are allocated (`--service-cidr`).
+    pub service_cidr: ServiceCidr,
+}
+
+/// The IPv4 range ClusterIPs come from (default 10.43.0.0/16; the
+/// `kubernetes` service takes the first address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceCidr {
+    base: u32,
+    prefix: u8,
+}
+
+impl Default for ServiceCidr {
+    fn default() -> Self {
+        ServiceCidr {
+            base: u32::from_be_bytes([10, 43, 0, 0]),
+            prefix: 16,
+        }
+    }
+}
+
+impl ServiceCidr {
+    pub fn size(&self) -> u32 {
+        1u32 << (32 - u32::from(self.prefix))
+    }
+
+    /// The n-th address of the range (n < size).
+    pub fn nth(&self, n: u32) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(self.base + n % self.size())
+    }
+
+    pub fn contains(&self, ip: u32) -> bool {
+        ip & !(self.size() - 1) == self.base
+    }
+}
+
+impl std::fmt::Display for ServiceCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", std::net::Ipv4Addr::from(self.base), self.prefix)
+    }
+}
+
+impl std::str::FromStr for ServiceCidr {
+    type Err = String;
+
+    /// An IPv4 CIDR between /8 and /28 whose host bits are zero.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR (ADDRESS/LENGTH)"))?;
+        let ip: std::net::Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = len
+            .parse()
+            .ok()
+            .filter(|p| (8..=28).contains(p))
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 8 to 28"))?;
+        let c = ServiceCidr {
+            base: u32::from(ip),
+            prefix,
+        };
+        if c.base & (c.size() - 1) != 0 {
+            return Err(format!("{s:?} has host bits set"));
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Default)]
@@ -49,6 +116,8 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// Who writes, for metadata.managedFields (None: not tracked).
+    pub field_manager: Option<crate::apply::FieldManager>,
 }
 
 #[derive(Debug, Default)]
@@ -202,9 +271,6 @@ fn matches(obj: &Value, opts: &ListOptions) -> bool {
     true
 }
 
-const SERVICE_CIDR_BASE: u32 = u32::from_be_bytes([10, 43, 0, 0]);
-const SERVICE_CIDR_SIZE: u32 = 1 << 16;
-
 fn ip_to_u32(s: &str) -> Option<u32> {
     s.parse::<std::net::Ipv4Addr>().ok().map(u32::from)
 }
@@ -240,7 +306,13 @@ impl Registry {
             store,
             cache,
             alloc: Mutex::new(alloc),
+            service_cidr: ServiceCidr::default(),
         }
+    }
+
+    pub fn with_service_cidr(mut self, cidr: ServiceCidr) -> Self {
+        self.service_cidr = cidr;
+        self
     }
 
     pub async fn get(
@@ -420,7 +492,7 @@ impl Registry {
     }
 
     /// Checks apiVersion/kind/namespace of a body against the endpoint.
-    fn check_type(
+    pub(crate) fn check_type(
         &self,
         rt: &ResourceType,
         ns: Option<&str>,
@@ -473,7 +545,7 @@ impl Registry {
     }
 
     /// Decodes through the typed form, applying the field validation mode.
-    fn typed(
+    pub(crate) fn typed(
         &self,
         rt: &ResourceType,
         o: &Value,
@@ -587,6 +659,7 @@ impl Registry {
         }
         normalize(rt, &mut o);
         self.on_create(rt, &mut o).await?;
+        crate::apply::on_create(rt, &mut o, opts);
         let causes = crate::validation::validate_object(rt, &o);
         if !causes.is_empty() {
             return Err(ApiError::invalid(rt.group, rt.kind, &name, causes));
@@ -763,20 +836,23 @@ impl Registry {
                 .to_string();
             if want != "None" {
                 let ip = if want.is_empty() {
-                    // Skip .0 (network) and .1 (the kubernetes service).
-                    let start = (uuid::Uuid::new_v4().as_u128() as u32) % SERVICE_CIDR_SIZE;
-                    let mut found = None;
-                    for i in 0..SERVICE_CIDR_SIZE {
-                        let off = (start + i) % SERVICE_CIDR_SIZE;
-                        if off < 2 || off == SERVICE_CIDR_SIZE - 1 {
-                            continue;
-                        }
-                        let ip = SERVICE_CIDR_BASE + off;
-                        if !alloc.cluster_ips.contains(&ip) {
-                            found = Some(ip);
-                            break;
-                        }
-                    }
+                    // Skip .0 (network), .1 (the kubernetes service) and
+                    // the broadcast address. Like upstream, dynamic IPs come
+                    // from the upper part of the range first; the lower band
+                    // (min(max(16, size/16), 256) addresses) is kept for
+                    // static ones such as kube-dns's .10.
+                    let size = self.service_cidr.size();
+                    let band = (size / 16).clamp(16, 256).min(size / 2);
+                    let rand = uuid::Uuid::new_v4().as_u128() as u32;
+                    let free = |lo: u32, hi: u32| -> Option<u32> {
+                        let len = hi.checked_sub(lo).filter(|l| *l > 0)?;
+                        (0..len)
+                            .map(|i| lo + (rand % len + i) % len)
+                            .filter(|off| *off >= 2 && *off < size - 1)
+                            .map(|off| u32::from(self.service_cidr.nth(off)))
+                            .find(|ip| !alloc.cluster_ips.contains(ip))
+                    };
+                    let found = free(band, size).or_else(|| free(0, band));
                     found.ok_or_else(|| {
                         ApiError::internal("failed to allocate a serviceIP: range is full")
                     })?
@@ -793,8 +869,9 @@ impl Registry {
                             )],
                         )
                     })?;
-                    if ip & 0xffff_0000 != SERVICE_CIDR_BASE {
-                        return Err(ApiError::invalid("", "Service", &name, vec![field_cause("spec.clusterIPs", "FieldValueInvalid", format!("Invalid value: []string{{\"{want}\"}}: failed to allocate IP {want}: the provided IP ({want}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"))]));
+                    if !self.service_cidr.contains(ip) {
+                        let range = self.service_cidr;
+                        return Err(ApiError::invalid("", "Service", &name, vec![field_cause("spec.clusterIPs", "FieldValueInvalid", format!("Invalid value: []string{{\"{want}\"}}: failed to allocate IP {want}: the provided IP ({want}) is not in the valid range. The range of valid IPs is {range}"))]));
                     }
                     if alloc.cluster_ips.contains(&ip) {
                         return Err(ApiError::invalid("", "Service", &name, vec![field_cause("spec.clusterIPs", "FieldValueInvalid", format!("Invalid value: []string{{\"{want}\"}}: failed to allocate IP {want}: provided IP is already allocated"))]));
@@ -982,6 +1059,7 @@ impl Registry {
                 "resourceVersion",
                 json!(kv.mod_revision.to_string()),
             );
+            crate::apply::on_update(rt, &cur, &mut new, opts);
             if new == cur {
                 // A no-op against a possibly stale cached copy must be
                 // confirmed against the store.
@@ -1519,6 +1597,20 @@ fn quantities_equal(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_cidr() {
+        let c: ServiceCidr = "172.16.105.0/24".parse().unwrap();
+        assert_eq!(c.size(), 256);
+        assert_eq!(c.nth(1).to_string(), "172.16.105.1");
+        assert!(c.contains(u32::from(std::net::Ipv4Addr::new(172, 16, 105, 200))));
+        assert!(!c.contains(u32::from(std::net::Ipv4Addr::new(172, 16, 106, 1))));
+        assert_eq!(c.to_string(), "172.16.105.0/24");
+        assert_eq!(ServiceCidr::default().to_string(), "10.43.0.0/16");
+        assert!("10.43.0.1/16".parse::<ServiceCidr>().is_err());
+        assert!("10.43.0.0".parse::<ServiceCidr>().is_err());
+        assert!("10.43.0.0/30".parse::<ServiceCidr>().is_err());
+    }
 
     #[test]
     fn qos() {

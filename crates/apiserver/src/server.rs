@@ -21,6 +21,8 @@ pub struct Config {
     pub port: u16,
     /// Events kept per resource for watch resumption.
     pub watch_cache_size: usize,
+    /// Where ClusterIPs are allocated.
+    pub service_cidr: crate::registry::ServiceCidr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,7 @@ pub struct Running {
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, ServerError> {
     let pki = crate::tls::load_or_create(&config.data_dir, &config.bind_address)?;
     let cache = Cache::start(store.clone(), config.watch_cache_size).await?;
-    let registry = Arc::new(Registry::new(store, cache));
+    let registry = Arc::new(Registry::new(store, cache).with_service_cidr(config.service_cidr));
     let bind = format!("{}:{}", config.bind_address, config.port);
     let listener = TcpListener::bind(&bind)
         .await

@@ -117,6 +117,7 @@ pub async fn scheduler(args: SchedulerBenchArgs) -> anyhow::Result<()> {
         bind_address: "127.0.0.1".into(),
         port: 0,
         watch_cache_size: args.watch_cache_size,
+        service_cidr: Default::default(),
     };
     let running = bosun_apiserver::start(config, store)
         .await
@@ -445,6 +446,7 @@ pub async fn deployment(args: DeploymentBenchArgs) -> anyhow::Result<()> {
         bind_address: "127.0.0.1".into(),
         port: 0,
         watch_cache_size: args.watch_cache_size,
+        service_cidr: Default::default(),
     };
     let running = bosun_apiserver::start(config, store)
         .await

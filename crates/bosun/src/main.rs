@@ -76,6 +76,27 @@ struct AgentArgs {
     /// without node IPAM).
     #[arg(long)]
     pod_cidr: Option<String>,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+    /// Cluster DNS servers written into pods' resolv.conf (ClusterFirst),
+    /// comma-separated; empty: pods get the host's resolvers.
+    #[arg(long, default_value = "10.43.0.10", value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    /// The cluster domain (pods' DNS search path).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+}
+
+/// The service proxy (kube-proxy, nftables) run next to a node agent.
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// nftables table of the service proxy (family ip); default `bosun`,
+    /// or the CNI bridge's name when that is not the default `bosun0`.
+    #[arg(long)]
+    proxy_table: Option<String>,
+    /// Do not run the service proxy on this node.
+    #[arg(long)]
+    disable_proxy: bool,
 }
 
 #[derive(clap::Args)]
@@ -208,6 +229,26 @@ struct ServerArgs {
     /// without node IPAM).
     #[arg(long)]
     pod_cidr: Option<String>,
+    /// ClusterIP range of Services (IPv4); the `kubernetes` service gets
+    /// its first address.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: bosun_apiserver::registry::ServiceCidr,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+    /// The cluster DNS address: the `kube-system/kube-dns` ClusterIP, in
+    /// pods' resolv.conf (default: the .10 of the service CIDR).
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster domain served by the cluster DNS.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Do not run the cluster DNS here (pods get the host's resolvers).
+    #[arg(long)]
+    disable_dns: bool,
+    /// Port of the cluster DNS on this node (UDP and TCP; the kube-dns
+    /// Service's targetPort); if taken, a free one is used.
+    #[arg(long, default_value_t = 10053)]
+    dns_port: u16,
     /// Do not run the scheduler here.
     #[arg(long)]
     disable_scheduler: bool,
@@ -273,6 +314,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         bind_address: args.bind_address.clone(),
         port: args.https_port,
         watch_cache_size: args.watch_cache_size,
+        service_cidr: args.service_cidr,
     };
     let running = bosun_apiserver::start(config, store)
         .await
@@ -286,9 +328,35 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let mut proxy_table = None;
+    if !args.disable_agent && !args.proxy.disable_proxy {
+        let client = client(Some(running.kubeconfig.clone())).await?;
+        proxy_table = Some(start_proxy(
+            client,
+            &args.proxy,
+            args.node_name.clone(),
+            &args.cni_bridge,
+            &args.cluster_cidr,
+        )?);
+    }
+    let cluster_dns = args
+        .cluster_dns
+        .unwrap_or_else(|| args.service_cidr.nth(10));
+    if !args.disable_dns {
+        let client = client(Some(running.kubeconfig.clone())).await?;
+        start_dns(client, &args, cluster_dns.into()).await?;
+    }
     if !args.disable_agent {
         let client = client(Some(running.kubeconfig.clone())).await?;
         let mut cfg = bosun_kubelet::Config::new(&args.data_dir);
+        cfg.dns = bosun_kubelet::dns::ClusterDns {
+            servers: if args.disable_dns {
+                vec![]
+            } else {
+                vec![cluster_dns.to_string()]
+            },
+            domain: args.cluster_domain.clone(),
+        };
         cfg.node_name = args.node_name.clone();
         cfg.control_plane = true;
         cfg.runtime = args.container_runtime.clone();
@@ -340,6 +408,103 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         r = running.task => r.context("API server task")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
+    stop_proxy(proxy_table);
+    Ok(())
+}
+
+/// Starts the service proxy of this node; returns its nftables table.
+fn start_proxy(
+    client: kube::Client,
+    args: &ProxyArgs,
+    node_name: Option<String>,
+    bridge: &str,
+    cluster_cidrs: &[String],
+) -> anyhow::Result<String> {
+    // Agents with their own bridge on one host (tests) get their own table.
+    let table = args.proxy_table.clone().unwrap_or_else(|| {
+        if bridge == "bosun0" {
+            bosun_proxy::DEFAULT_TABLE.to_string()
+        } else {
+            bridge.to_string()
+        }
+    });
+    bosun_proxy::validate_table(&table).context("--proxy-table")?;
+    let mut cfg = bosun_proxy::Config::new(node_name.unwrap_or_else(bosun_kubelet::host::hostname));
+    cfg.table = table.clone();
+    cfg.cluster_cidrs = cluster_cidrs.to_vec();
+    tokio::spawn(async move {
+        if let Err(e) = bosun_proxy::run(client, cfg).await {
+            tracing::error!(error = %e, "service proxy stopped");
+        }
+    });
+    Ok(table)
+}
+
+/// A clean stop leaves no rules behind.
+fn stop_proxy(table: Option<String>) {
+    if let Some(t) = table {
+        match bosun_proxy::remove_table(&t) {
+            Ok(()) => tracing::info!(table = %t, "removed the service proxy's nftables table"),
+            Err(e) => tracing::warn!(table = %t, error = %e, "removing the proxy's table"),
+        }
+    }
+}
+
+/// Starts the cluster DNS on loopback and the node's address and
+/// publishes it as the `kube-dns` Service (endpoint: the node's address).
+async fn start_dns(
+    client: kube::Client,
+    args: &ServerArgs,
+    cluster_ip: std::net::IpAddr,
+) -> anyhow::Result<()> {
+    let node_ip = bosun_kubelet::network::node_ip(&args.cluster_cidr)
+        .or_else(bosun_kubelet::host::internal_ip)
+        .and_then(|s| s.parse::<std::net::IpAddr>().ok());
+    let listen = std::iter::once(std::net::Ipv4Addr::LOCALHOST.into())
+        .chain(node_ip)
+        .collect();
+    let mut cfg = bosun_dns::Config::new(listen, args.dns_port);
+    cfg.domain = args.cluster_domain.clone();
+    cfg.cluster_ip = Some(cluster_ip);
+    cfg.upstreams = bosun_dns::forward::host_upstreams(&[cluster_ip]);
+    // Pods and this node may have other names resolved through us.
+    cfg.recursion_from = args
+        .cluster_cidr
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .chain(node_ip.map(Into::into))
+        .collect();
+    let running = bosun_dns::start(client.clone(), cfg)
+        .await
+        .context("starting the cluster DNS")?;
+    println!("bosun: cluster DNS on port {}", running.port);
+    let Some(endpoint_ip) = node_ip else {
+        tracing::warn!("no node address: the kube-dns Service gets no endpoints");
+        return Ok(());
+    };
+    let reg = bosun_dns::Registration {
+        cluster_ip,
+        endpoint_ip,
+        port: running.port,
+        node_name: Some(
+            args.node_name
+                .clone()
+                .unwrap_or_else(bosun_kubelet::host::hostname),
+        ),
+    };
+    tokio::spawn(async move {
+        // Kept up to date: a deleted Service comes back, like an addon.
+        loop {
+            let wait = match bosun_dns::register(&client, &reg).await {
+                Ok(()) => 30,
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing the kube-dns Service");
+                    2
+                }
+            };
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        }
+    });
     Ok(())
 }
 
@@ -472,11 +637,33 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     cfg.network.bridge = args.cni_bridge;
     cfg.network.pod_cidr = args.pod_cidr;
     cfg.kubelet_ca_pem = Some(kubeconfig_ca(&args.server_kubeconfig)?);
-    tokio::select! {
-        r = bosun_kubelet::run(client, cfg) => r.context("node agent")?,
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+    cfg.dns = bosun_kubelet::dns::ClusterDns {
+        servers: args
+            .cluster_dns
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect(),
+        domain: args.cluster_domain,
+    };
+    let mut proxy_table = None;
+    if !args.proxy.disable_proxy {
+        proxy_table = Some(start_proxy(
+            client.clone(),
+            &args.proxy,
+            cfg.node_name.clone(),
+            &cfg.network.bridge,
+            &cfg.network.cluster_cidrs,
+        )?);
     }
-    Ok(())
+    let res = tokio::select! {
+        r = bosun_kubelet::run(client, cfg) => r.context("node agent"),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    stop_proxy(proxy_table);
+    res
 }
 
 async fn image(cmd: ImageCommand) -> anyhow::Result<()> {

@@ -1602,7 +1602,8 @@ fn explain_discovery_and_cluster_info() {
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(
         o.stdout,
-        format!("Kubernetes control plane is running at https://127.0.0.1:{}\n\nTo further debug and diagnose cluster problems, use 'kubectl cluster-info dump'.\n", c.port)
+        // The kube-dns service (cluster DNS) is listed like k3s's CoreDNS.
+        format!("Kubernetes control plane is running at https://127.0.0.1:{p}\nCoreDNS is running at https://127.0.0.1:{p}/api/v1/namespaces/kube-system/services/kube-dns:dns/proxy\n\nTo further debug and diagnose cluster problems, use 'kubectl cluster-info dump'.\n", p = c.port)
     );
 }
 

@@ -65,6 +65,8 @@ pub struct Agent {
     pub handlers: BTreeMap<String, Handler>,
     /// The pod network (CNI).
     pub network: Arc<crate::network::Network>,
+    /// Cluster DNS servers and domain for pods' resolv.conf.
+    pub dns: crate::dns::ClusterDns,
 }
 
 const UID_LEN: usize = 36;

@@ -11,6 +11,7 @@
 //! `<data-dir>/images/import` are imported at start).
 
 pub mod agent;
+pub mod dns;
 pub mod env;
 pub mod host;
 pub mod network;
@@ -65,6 +66,8 @@ pub struct Config {
     pub kubelet_ca_pem: Option<String>,
     /// The pod network (CNI) and host-gw routes.
     pub network: network::Settings,
+    /// The cluster DNS written into pods' resolv.conf.
+    pub dns: dns::ClusterDns,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
             kubelet_port: server::DEFAULT_PORT,
             kubelet_ca_pem: None,
             network: network::Settings::default(),
+            dns: dns::ClusterDns::default(),
         }
     }
 }
@@ -284,6 +288,7 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
         dirs: agent::Dirs { root: agent_dir },
         runtime_name,
         network: net,
+        dns: cfg.dns.clone(),
     });
     let _api = AbortOnDrop(
         listener

@@ -623,7 +623,9 @@ impl PodWorker {
             };
             std::fs::write(dir.join("etc-hosts"), hosts)?;
             std::fs::write(dir.join("etc-hostname"), format!("{hostname}\n"))?;
-            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let resolv =
+                crate::dns::resolv_conf(&spec, &self.namespace(), &host_resolv, &self.agent.dns);
             std::fs::write(dir.join("resolv.conf"), resolv)?;
             Ok(())
         })();

@@ -225,6 +225,7 @@ pub async fn run(args: PodsBenchArgs) -> anyhow::Result<()> {
             bind_address: "127.0.0.1".into(),
             port: 0,
             watch_cache_size: 1000,
+            service_cidr: Default::default(),
         },
         store,
     )

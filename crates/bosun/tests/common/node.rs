@@ -273,6 +273,16 @@ impl PodNetwork {
     pub fn bridge(&self) -> String {
         format!("bsn{}", self.x)
     }
+    /// The server's ClusterIP range: its own, so concurrent test
+    /// clusters never DNAT each other's service addresses.
+    pub fn service_cidr(&self) -> String {
+        format!("172.16.{}.0/24", self.x)
+    }
+    /// The service proxy's nftables table (the agent derives it from
+    /// the bridge name).
+    pub fn proxy_table(&self) -> String {
+        self.bridge()
+    }
     /// Flags of an extra `bosun agent` (n in 1..=3) of the same test: its
     /// own bridge, and a subnet of its own while its Node has no podCIDR.
     pub fn agent_flags(&self, n: u8) -> Vec<String> {
@@ -291,6 +301,8 @@ impl PodNetwork {
             self.cluster_cidr(),
             "--cni-bridge".into(),
             self.bridge(),
+            "--service-cidr".into(),
+            self.service_cidr(),
         ]
     }
 }
@@ -400,6 +412,11 @@ pub fn cleanup_pod_network(root: &Path, uids: &[String]) {
     for bridge in std::iter::once(net.bridge()).chain(extra) {
         let _ = Command::new("ip")
             .args(["link", "del", &bridge])
+            .stderr(Stdio::null())
+            .status();
+        // The service proxy's table is named after the bridge.
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &bridge])
             .stderr(Stdio::null())
             .status();
     }
