@@ -76,6 +76,48 @@ pub async fn ensure(reg: &Registry, host: &str, port: u16) -> Result<(), ApiErro
         }
         Err(_) => ensure_one(reg, "", "endpoints", Some("default"), ep.clone()).await?,
     }
+    // Its EndpointSlice, kept by the API server like upstream's endpoint
+    // reconciler (no managed-by label: the endpointslice controller leaves
+    // it alone), so the service proxy can route the ClusterIP.
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    let esrt = resources::find("discovery.k8s.io", "v1", "endpointslices")
+        .ok_or_else(|| ApiError::internal("no endpointslices"))?;
+    match reg.get(esrt, Some("default"), "kubernetes").await {
+        Ok(cur)
+            if cur.get("endpoints") == slice.get("endpoints")
+                && cur.get("ports") == slice.get("ports") => {}
+        Ok(_) => {
+            reg.guaranteed_update(
+                esrt,
+                Some("default"),
+                "kubernetes",
+                &WriteOptions::default(),
+                |cur| {
+                    let mut n = cur.clone();
+                    n["endpoints"] = slice["endpoints"].clone();
+                    n["ports"] = slice["ports"].clone();
+                    Ok((n, None))
+                },
+            )
+            .await?;
+        }
+        Err(_) => {
+            ensure_one(
+                reg,
+                "discovery.k8s.io",
+                "endpointslices",
+                Some("default"),
+                slice.clone(),
+            )
+            .await?
+        }
+    }
     for (name, value, desc) in [
         ("system-node-critical", 2000001000, "Used for system critical pods that must not be moved from their current node."),
         ("system-cluster-critical", 2000000000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),

@@ -49,7 +49,9 @@ pub struct Running {
 
 /// Starts serving; returns once the listener is bound and bootstrap objects exist.
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, ServerError> {
-    let pki = crate::tls::load_or_create(&config.data_dir, &config.bind_address)?;
+    // The `kubernetes` service's ClusterIP, so pods can verify the server.
+    let service_ip = config.service_cidr.nth(1).to_string();
+    let pki = crate::tls::load_or_create(&config.data_dir, &config.bind_address, &[service_ip])?;
     let cache = Cache::start(store.clone(), config.watch_cache_size).await?;
     let registry = Arc::new(Registry::new(store, cache).with_service_cidr(config.service_cidr));
     let bind = format!("{}:{}", config.bind_address, config.port);
@@ -71,7 +73,14 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running, Ser
         config.bind_address.clone()
     };
     let server_url = format!("https://{host}:{}", addr.port());
-    crate::bootstrap::ensure(&registry, &host, addr.port())
+    // The `kubernetes` endpoint must be reachable from pods: with every
+    // address bound, advertise the node's primary address, not loopback.
+    let advertise = if config.bind_address == "0.0.0.0" || config.bind_address.is_empty() {
+        crate::tls::advertise_address().unwrap_or_else(|| host.clone())
+    } else {
+        host.clone()
+    };
+    crate::bootstrap::ensure(&registry, &advertise, addr.port())
         .await
         .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     let kubeconfig = crate::tls::write_admin_kubeconfig(&config.data_dir, &server_url)?;

@@ -70,7 +70,7 @@ fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
 }
 
 /// Host names and addresses the serving certificate must be valid for.
-pub fn default_sans(bind: &str) -> Vec<String> {
+pub fn default_sans(bind: &str, extra: &[String]) -> Vec<String> {
     let mut sans = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -88,12 +88,40 @@ pub fn default_sans(bind: &str) -> Vec<String> {
         }
     }
     sans.extend(local_addresses());
+    sans.extend(extra.iter().cloned());
     if !bind.is_empty() && bind != "0.0.0.0" && bind != "::" {
         sans.push(bind.to_string());
     }
     sans.sort();
     sans.dedup();
     sans
+}
+
+/// The address other nodes and pods reach this server at when it listens
+/// on every address: the source address of the default route (a UDP
+/// connect picks it and sends nothing), else the first local address.
+pub fn advertise_address() -> Option<String> {
+    let route = std::fs::read_to_string("/proc/net/route").ok()?;
+    let gw = route.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
+            return None;
+        }
+        let g = u32::from_str_radix(f[2], 16).ok()?;
+        // The hex is the network-order address read as a native u32.
+        Some(std::net::Ipv4Addr::from(g.to_ne_bytes())).filter(|g| !g.is_unspecified())
+    });
+    let via_gw = gw.and_then(|gw| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.connect((gw, 9)).ok()?;
+        Some(s.local_addr().ok()?.ip().to_string())
+    });
+    via_gw.or_else(|| {
+        local_addresses().into_iter().find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+    })
 }
 
 /// IPv4 addresses of local interfaces, read from /proc so no traffic is sent.
@@ -121,7 +149,7 @@ fn san(s: &str) -> Result<SanType, TlsError> {
 }
 
 /// Loads the PKI from `dir`, creating what is missing.
-pub fn load_or_create(dir: &Path, bind: &str) -> Result<Pki, TlsError> {
+pub fn load_or_create(dir: &Path, bind: &str, extra_sans: &[String]) -> Result<Pki, TlsError> {
     let tls_dir = dir.join("tls");
     std::fs::create_dir_all(&tls_dir).map_err(|source| TlsError::Io {
         path: tls_dir.clone(),
@@ -150,7 +178,7 @@ pub fn load_or_create(dir: &Path, bind: &str) -> Result<Pki, TlsError> {
 
     let srv_crt = tls_dir.join("serving.crt");
     let srv_key = tls_dir.join("serving.key");
-    let sans = default_sans(bind);
+    let sans = default_sans(bind, extra_sans);
     let sans_file = tls_dir.join("serving.sans");
     let wanted = sans.join(",");
     // Regenerate the serving cert when the host's names or addresses change.
