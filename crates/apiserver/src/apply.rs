@@ -184,10 +184,13 @@ pub fn on_create(rt: &ResourceType, o: &mut Value, opts: &WriteOptions) {
     let (defs, comp) = kind_schema(rt);
     let ty = comp.and_then(|n| fm::Schema::new(&defs).root(&n));
     let entries = fm::decode(managed_of(o)).unwrap_or_default();
-    let new = without_managed(o);
+    // Taken out (not cloned without): set again below.
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
     let (av, now) = (rt.api_version(), now_rfc3339());
     let w = writer(fmgr, &av, &now);
-    match fm::update(&fm::create_skeleton(&new), &new, ty, &entries, &w) {
+    match fm::update(&fm::create_skeleton(o), o, ty, &entries, &w) {
         Ok(e) => set_managed(o, &e),
         Err(e) => {
             tracing::warn!(kind = rt.kind, error = %e, "cannot track managed fields on create");
@@ -199,9 +202,13 @@ pub fn on_create(rt: &ResourceType, o: &mut Value, opts: &WriteOptions) {
 /// Before a write is stored: keeps the live managedFields when the client
 /// sent none, and records the writer's Update entry.
 pub fn on_update(rt: &ResourceType, cur: &Value, new: &mut Value, opts: &WriteOptions) {
-    if opts.field_manager.is_none() && managed_of(new).is_none() {
-        // An internal write (e.g. a binding): keep the live entries as
-        // they are, without decoding them.
+    if opts.field_manager.is_none() {
+        // An internal write (e.g. a binding, built from the live object):
+        // like upstream's storage-level updates it records no manager;
+        // the live entries stay as they are, without decoding them.
+        if managed_of(new).is_some() {
+            return;
+        }
         if let (Some(m), Some(meta)) = (
             managed_of(cur).cloned(),
             new.get_mut("metadata").and_then(Value::as_object_mut),
@@ -217,16 +224,18 @@ pub fn on_update(rt: &ResourceType, cur: &Value, new: &mut Value, opts: &WriteOp
         None => fm::decode(managed_of(cur)).unwrap_or_default(),
     };
     let Some(fmgr) = &opts.field_manager else {
-        set_managed(new, &entries);
         return;
     };
     let (defs, comp) = kind_schema(rt);
     let ty = comp.and_then(|n| fm::Schema::new(&defs).root(&n));
     let (av, now) = (rt.api_version(), now_rfc3339());
     let w = writer(fmgr, &av, &now);
-    let old = without_managed(cur);
-    let n = without_managed(new);
-    match fm::update(&old, &n, ty, &entries, &w) {
+    // The comparison skips metadata.managedFields itself, so neither
+    // object needs a copy without it.
+    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    match fm::update(cur, new, ty, &entries, &w) {
         Ok(e) => set_managed(new, &e),
         Err(e) => {
             tracing::warn!(kind = rt.kind, error = %e, "cannot track managed fields on update");

@@ -202,6 +202,11 @@ pub fn update(
     w: &Writer<'_>,
 ) -> Result<Vec<Entry>, FieldError> {
     let c = compare(Some(old), Some(new), ty)?;
+    if c.added.is_empty() && c.modified.is_empty() && c.removed.is_empty() {
+        // A no-op write (e.g. a status PUT with the same status): ownership
+        // is unchanged.
+        return Ok(entries.to_vec());
+    }
     let changed = c.modified.union(&c.added);
     let mut out: Vec<Entry> = Vec::with_capacity(entries.len() + 1);
     let mut mine: Option<Entry> = None;

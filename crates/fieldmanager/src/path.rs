@@ -140,7 +140,12 @@ impl Set {
     }
 
     pub fn insert(&mut self, path: &Path) {
-        let Some((last, init)) = path.0.split_last() else {
+        self.insert_elems(&path.0);
+    }
+
+    /// [`Set::insert`] of a path given as its elements.
+    pub fn insert_elems(&mut self, path: &[PathElement]) {
+        let Some((last, init)) = path.split_last() else {
             return;
         };
         let mut cur = self;

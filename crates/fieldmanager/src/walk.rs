@@ -188,15 +188,17 @@ pub fn compare(
     ty: OptTy<'_>,
 ) -> Result<Comparison, FieldError> {
     let mut c = Comparison::default();
-    compare_at(old, new, ty, &Path::default(), &mut c)?;
+    compare_at(old, new, ty, &mut Vec::new(), &mut c)?;
     Ok(c)
 }
 
+/// `path` is a stack (pushed and popped around each child) so that no
+/// path is built per node: [`Set::insert_elems`] copies what it keeps.
 fn compare_at(
     old: Option<&Value>,
     new: Option<&Value>,
     ty: OptTy<'_>,
-    path: &Path,
+    path: &mut Vec<PathElement>,
     c: &mut Comparison,
 ) -> Result<(), FieldError> {
     let old = old.filter(|v| !v.is_null());
@@ -223,63 +225,80 @@ fn compare_at(
     );
     if is_leaf(&kind) || !container || !same_shape {
         match (old, new) {
-            (None, Some(_)) => c.added.insert(path),
-            (Some(_), None) => c.removed.insert(path),
-            (Some(a), Some(b)) if a != b => c.modified.insert(path),
+            (None, Some(_)) => c.added.insert_elems(path),
+            (Some(_), None) => c.removed.insert_elems(path),
+            (Some(a), Some(b)) if a != b => c.modified.insert_elems(path),
             _ => {}
         }
         return Ok(());
     }
-    if !path.0.is_empty() {
+    if !path.is_empty() {
         match (old, new) {
-            (None, Some(_)) => c.added.insert(path),
-            (Some(_), None) => c.removed.insert(path),
+            (None, Some(_)) => c.added.insert_elems(path),
+            (Some(_), None) => c.removed.insert_elems(path),
             _ => {}
         }
     }
     match &kind {
         Kind::List(lk, elem) => {
             let empty = Vec::new();
-            let ol = list_elements(lk, old.and_then(Value::as_array).unwrap_or(&empty), path)?;
-            let nl = list_elements(lk, new.and_then(Value::as_array).unwrap_or(&empty), path)?;
+            let here = Path(path.clone());
+            let ol = list_elements(lk, old.and_then(Value::as_array).unwrap_or(&empty), &here)?;
+            let nl = list_elements(lk, new.and_then(Value::as_array).unwrap_or(&empty), &here)?;
             let oi: HashMap<&PathElement, &Value> = ol.iter().map(|(p, v)| (p, *v)).collect();
             let ni: HashMap<&PathElement, &Value> = nl.iter().map(|(p, v)| (p, *v)).collect();
             for (pe, v) in &nl {
-                let p = path.child(pe.clone());
-                if matches!(lk, ListKind::Set) {
+                path.push(pe.clone());
+                let r = if matches!(lk, ListKind::Set) {
                     if !oi.contains_key(pe) {
-                        c.added.insert(&p);
+                        c.added.insert_elems(path);
                     }
+                    Ok(())
                 } else {
-                    compare_at(oi.get(pe).copied(), Some(v), *elem, &p, c)?;
-                }
+                    compare_at(oi.get(pe).copied(), Some(v), *elem, path, c)
+                };
+                path.pop();
+                r?;
             }
             for (pe, v) in &ol {
                 if ni.contains_key(pe) {
                     continue;
                 }
-                let p = path.child(pe.clone());
-                if matches!(lk, ListKind::Set) {
-                    c.removed.insert(&p);
+                path.push(pe.clone());
+                let r = if matches!(lk, ListKind::Set) {
+                    c.removed.insert_elems(path);
+                    Ok(())
                 } else {
-                    compare_at(Some(v), None, *elem, &p, c)?;
-                }
+                    compare_at(Some(v), None, *elem, path, c)
+                };
+                path.pop();
+                r?;
             }
         }
         _ => {
             let empty = Map::new();
             let om = old.and_then(Value::as_object).unwrap_or(&empty);
             let nm = new.and_then(Value::as_object).unwrap_or(&empty);
+            // managedFields is bookkeeping, never a field anyone owns.
+            let at_metadata = path.len() == 1 && path[0] == PathElement::Field("metadata".into());
+            let skip = |k: &str| at_metadata && k == "managedFields";
             for (k, v) in nm {
-                let p = path.child(PathElement::field(k));
-                compare_at(om.get(k), Some(v), child_ty(&kind, ty, k), &p, c)?;
-            }
-            for (k, v) in om {
-                if nm.contains_key(k) {
+                if skip(k) {
                     continue;
                 }
-                let p = path.child(PathElement::field(k));
-                compare_at(Some(v), None, child_ty(&kind, ty, k), &p, c)?;
+                path.push(PathElement::field(k));
+                let r = compare_at(om.get(k), Some(v), child_ty(&kind, ty, k), path, c);
+                path.pop();
+                r?;
+            }
+            for (k, v) in om {
+                if nm.contains_key(k) || skip(k) {
+                    continue;
+                }
+                path.push(PathElement::field(k));
+                let r = compare_at(Some(v), None, child_ty(&kind, ty, k), path, c);
+                path.pop();
+                r?;
             }
         }
     }
