@@ -4,331 +4,18 @@
 //! asserted is what upstream kube-controller-manager and kubectl show.
 
 mod common;
+#[path = "common/sim.rs"]
+mod sim;
 
-use common::{free_port, kubectl_available, run_command, Out, KUBECTL};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, RecvTimeoutError};
+use sim::*;
 use std::time::{Duration, Instant};
 
 /// Deadline for anything the controllers or the simulated nodes must do.
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 
-// ---------------------------------------------------------------------------
-// Harness (adapted from tests/scheduler.rs): a server with scheduler and
-// controllers enabled, plus simulated node processes, all killed by PID.
-// ---------------------------------------------------------------------------
-
-struct Cluster {
-    root: tempfile::TempDir,
-    data: PathBuf,
-    home: PathBuf,
-    server: Option<Child>,
-    server_log: PathBuf,
-    /// Simulator processes with their log files; killed by PID on drop.
-    sims: Vec<(Child, PathBuf)>,
-}
-
-impl Cluster {
-    /// Starts `bosun server` (scheduler included) on a free port, or returns
-    /// None after a loud SKIP when kubectl is missing (panics under CI).
-    fn start() -> Option<Cluster> {
-        if !kubectl_available() {
-            return None;
-        }
-        let root = tempfile::Builder::new()
-            .prefix("bosun-apps-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let data = root.path().join("data");
-        let home = root.path().join("home");
-        std::fs::create_dir_all(&home).expect("mkdir home");
-        let server_log = root.path().join("server.log");
-        let mut c = Cluster {
-            data,
-            home,
-            server: None,
-            server_log,
-            sims: Vec::new(),
-            root,
-        };
-        let mut last = String::new();
-        for _ in 0..5 {
-            match c.try_launch(free_port()) {
-                Ok(child) => {
-                    c.server = Some(child);
-                    return Some(c);
-                }
-                Err(e) if e.contains("Address already in use") => last = e,
-                Err(e) => {
-                    last = e;
-                    break;
-                }
-            }
-        }
-        panic!("bosun server did not start: {last}");
-    }
-
-    fn try_launch(&self, port: u16) -> Result<Child, String> {
-        let logf = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.server_log)
-            .expect("open server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bosun"))
-            .arg("server")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--https-port")
-            .arg(port.to_string())
-            .arg("--bind-address")
-            .arg("127.0.0.1")
-            // Only simulated nodes: no real node agent registering this host.
-            .arg("--disable-agent")
-            .env("BOSUN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .map_err(|e| format!("spawning bosun server: {e}"))?;
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(line) if line.starts_with("bosun: admin kubeconfig at") => return Ok(child),
-                Ok(_) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                return Err(format!(
-                    "server exited with {st}: {}",
-                    tail(&self.server_log, 20)
-                ));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("server printed no kubeconfig line within 30s".into());
-            }
-        }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.data.join("admin.kubeconfig")
-    }
-
-    /// Starts `bosun simulate nodes` (nodes `{prefix}0..{prefix}{count-1}`)
-    /// and waits until all of them are Ready.
-    fn simulate(&mut self, prefix: &str, count: usize, cpu: &str, labels: &[&str]) -> Vec<String> {
-        let log = self.root.path().join(format!("sim-{prefix}.log"));
-        let logf = std::fs::File::create(&log).expect("sim log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bosun"));
-        cmd.args(["simulate", "nodes", "--kubeconfig"])
-            .arg(self.kubeconfig())
-            .args(["--count", &count.to_string()])
-            .args(["--prefix", prefix])
-            .args(["--cpu", cpu])
-            .args(["--memory", "8Gi"])
-            .args(["--pods", "110"]);
-        for l in labels {
-            cmd.args(["--label", l]);
-        }
-        let child = cmd
-            .env("BOSUN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .expect("spawning bosun simulate nodes");
-        self.sims.push((child, log));
-        let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
-        for n in &names {
-            self.eventually(&format!("node {n} Ready"), || {
-                let o = self.kubectl(&[
-                    "get",
-                    "node",
-                    n,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ]);
-                (o.ok() && o.stdout.trim() == "True").then_some(())
-            });
-        }
-        names
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Out {
-        let mut cmd = Command::new(KUBECTL);
-        cmd.args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", &self.home)
-            .current_dir(self.root.path());
-        run_command(cmd, &format!("kubectl {}", args.join(" ")))
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.ok(),
-            "kubectl {} failed (exit {}):\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            o.code,
-            o.stdout,
-            o.stderr
-        );
-        o.stdout
-    }
-
-    /// `kubectl create -f` of a YAML document (or several).
-    #[track_caller]
-    fn create(&self, yaml: &str) -> String {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let p = self.root.path().join(format!("manifest-{n}.yaml"));
-        std::fs::write(&p, yaml).expect("write manifest");
-        self.ok(&["create", "-f", p.to_str().expect("utf-8 path")])
-    }
-
-    fn pod_json(&self, ns: &str, name: &str) -> Value {
-        let s = self.ok(&["get", "pod", "-n", ns, name, "-o", "json"]);
-        serde_json::from_str(&s).expect("pod JSON")
-    }
-
-    /// Polls `f` until it returns Some; panics (with the server log) after WAIT.
-    #[track_caller]
-    fn eventually<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {WAIT:?} waiting for {what}\n--- kubectl get pods,nodes -o wide ---\n{}\n--- events ---\n{}",
-                    self.kubectl(&["get", "pods,nodes", "-A", "-o", "wide"]).stdout,
-                    self.kubectl(&["get", "events", "-A"]).stdout
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Waits until the pod is bound and Running; returns its node.
-    #[track_caller]
-    fn wait_running(&self, name: &str) -> String {
-        self.eventually(&format!("pod {name} Running"), || {
-            let o = self.kubectl(&[
-                "get",
-                "pod",
-                name,
-                "-o",
-                "jsonpath={.status.phase} {.spec.nodeName}",
-            ]);
-            let s = o.stdout.trim().to_string();
-            let (phase, node) = s.split_once(' ').unwrap_or((&s, ""));
-            (o.ok() && phase == "Running" && !node.is_empty()).then(|| node.to_string())
-        })
-    }
-
-    /// Events about one object in `ns`, optionally of one reason, oldest first.
-    fn events(&self, ns: &str, name: &str, reason: Option<&str>) -> Vec<Event> {
-        let mut sel = format!("involvedObject.name={name}");
-        if let Some(r) = reason {
-            sel.push_str(&format!(",reason={r}"));
-        }
-        let s = self.ok(&[
-            "get",
-            "events",
-            "-n",
-            ns,
-            "--field-selector",
-            &sel,
-            "-o",
-            "json",
-        ]);
-        let v: Value = serde_json::from_str(&s).expect("event list JSON");
-        let mut out: Vec<Event> = v["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|e| Event {
-                type_: e["type"].as_str().unwrap_or_default().into(),
-                reason: e["reason"].as_str().unwrap_or_default().into(),
-                message: e["message"].as_str().unwrap_or_default().into(),
-                reporting: e["reportingComponent"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .or(e["source"]["component"].as_str())
-                    .unwrap_or_default()
-                    .into(),
-                kind: e["involvedObject"]["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
-                name: e["involvedObject"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
-                rv: e["metadata"]["resourceVersion"]
-                    .as_str()
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or(0),
-            })
-            .collect();
-        out.sort_by_key(|e| e.rv);
-        out
-    }
-}
-
-fn tail(p: &Path, n: usize) -> String {
-    let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Kill only our own children, by PID.
-        for (c, _) in &mut self.sims {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(mut c) = self.server.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- bosun server log ---\n{}", tail(&self.server_log, 60));
-            for (_, log) in &self.sims {
-                eprintln!("--- {} ---\n{}", log.display(), tail(log, 20));
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-#[allow(dead_code)]
-struct Event {
-    type_: String,
-    reason: String,
-    message: String,
-    reporting: String,
-    kind: String,
-    name: String,
-    rv: u64,
-}
+// Harness: `sim::Cluster` (tests/common/sim.rs); apps-specific helpers below.
 
 impl Cluster {
     /// A cluster with three simulated nodes.
@@ -338,15 +25,9 @@ impl Cluster {
         Some(c)
     }
 
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend_from_slice(&["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).expect("kubectl JSON")
-    }
-
     /// Pods (not terminating) whose labels match `selector`.
     fn live_pods(&self, selector: &str) -> Vec<Value> {
-        let v = self.json(&["get", "pods", "-l", selector]);
+        let v = self.json(&["pods", "-l", selector]);
         v["items"]
             .as_array()
             .cloned()
@@ -361,7 +42,7 @@ impl Cluster {
     fn wait_pods_running(&self, selector: &str, n: usize) -> Vec<Value> {
         self.eventually(&format!("{n} running pods with {selector}"), || {
             let pods = self.live_pods(selector);
-            let all = self.json(&["get", "pods", "-l", selector]);
+            let all = self.json(&["pods", "-l", selector]);
             let total = all["items"].as_array().map(|a| a.len()).unwrap_or(0);
             (pods.len() == n
                 && total == n
@@ -410,7 +91,7 @@ impl Cluster {
 
     /// ReplicaSets owned by deployment `name`: (name, spec.replicas, revision, image).
     fn replica_sets(&self, name: &str) -> Vec<(String, i64, String, String)> {
-        let v = self.json(&["get", "rs"]);
+        let v = self.json(&["rs"]);
         let mut out: Vec<_> = v["items"]
             .as_array()
             .cloned()
@@ -474,7 +155,7 @@ fn deployment_create_set_image_history_undo() {
     let (rs1, n, rev, _) = &rss[0];
     assert_eq!((*n, rev.as_str()), (3, "1"));
     let hash = rs1.strip_prefix("web-").expect("rs named web-<hash>");
-    let rsj = c.json(&["get", "rs", rs1]);
+    let rsj = c.json(&["rs", rs1]);
     assert_eq!(rsj["metadata"]["labels"]["pod-template-hash"], hash);
     assert_eq!(
         rsj["spec"]["selector"]["matchLabels"]["pod-template-hash"],
@@ -505,7 +186,7 @@ fn deployment_create_set_image_history_undo() {
         assert_eq!(o["blockOwnerDeletion"], true);
         assert_eq!(p["metadata"]["labels"]["pod-template-hash"], hash);
     }
-    let d = c.json(&["get", "deploy", "web"]);
+    let d = c.json(&["deploy", "web"]);
     assert_eq!(
         d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
         "1"
@@ -582,7 +263,7 @@ fn deployment_create_set_image_history_undo() {
     for p in &pods {
         assert_eq!(p["spec"]["containers"][0]["image"], "busybox");
     }
-    let rsj = c.json(&["get", "rs", rs1]);
+    let rsj = c.json(&["rs", rs1]);
     assert_eq!(
         rsj["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
         "1"
@@ -645,7 +326,7 @@ fn deployment_scale_heal_pause_restart() {
     // Pause: template changes make no new ReplicaSet until resumed.
     c.ok(&["rollout", "pause", "deployment/app"]);
     c.eventually("Progressing=Unknown DeploymentPaused", || {
-        let d = c.json(&["get", "deploy", "app"]);
+        let d = c.json(&["deploy", "app"]);
         d["status"]["conditions"]
             .as_array()?
             .iter()
@@ -699,7 +380,7 @@ fn deployment_recreate_and_history_limit() {
     let mut mixed = false;
     let deadline = Instant::now() + WAIT;
     loop {
-        let pods = c.json(&["get", "pods", "-l", "app=rec"]);
+        let pods = c.json(&["pods", "-l", "app=rec"]);
         let items = pods["items"].as_array().cloned().unwrap_or_default();
         let new = items
             .iter()
@@ -768,7 +449,7 @@ fn replicaset_adopts_orphans_and_releases_pods() {
     let created = c.events("default", "fe", Some("SuccessfulCreate"));
     assert_eq!(created.len(), 2, "only two pods created: {created:?}");
     c.eventually("rs status", || {
-        let rs = c.json(&["get", "rs", "fe"]);
+        let rs = c.json(&["rs", "fe"]);
         let s = &rs["status"];
         (s["replicas"] == 3
             && s["readyReplicas"] == 3
@@ -834,7 +515,7 @@ fn deployment_progress_deadline_then_undo() {
         "error: deployment \"slow\" exceeded its progress deadline",
         "{o:?}"
     );
-    let d = c.json(&["get", "deploy", "slow"]);
+    let d = c.json(&["deploy", "slow"]);
     let conds = d["status"]["conditions"].as_array().unwrap().clone();
     let prog = conds.iter().find(|c| c["type"] == "Progressing").unwrap();
     assert_eq!(prog["status"], "False");

@@ -6,308 +6,17 @@
 //! Failed by patching its status the way a kubelet would.
 
 mod common;
+#[path = "common/sim.rs"]
+mod sim;
 
-use common::{free_port, kubectl_available, run_command, Out, KUBECTL};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, RecvTimeoutError};
+use sim::*;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(100);
 
-// ---------------------------------------------------------------------------
-// Harness (after tests/scheduler.rs): a server with scheduler and controllers
-// enabled, plus simulated node processes, all killed by PID on drop.
-// ---------------------------------------------------------------------------
-
-struct Cluster {
-    root: tempfile::TempDir,
-    data: PathBuf,
-    home: PathBuf,
-    server: Option<Child>,
-    server_log: PathBuf,
-    sims: Vec<(Child, PathBuf)>,
-}
-
-impl Cluster {
-    fn start() -> Option<Cluster> {
-        if !kubectl_available() {
-            return None;
-        }
-        let root = tempfile::Builder::new()
-            .prefix("bosun-batch-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let data = root.path().join("data");
-        let home = root.path().join("home");
-        std::fs::create_dir_all(&home).expect("mkdir home");
-        let server_log = root.path().join("server.log");
-        let mut c = Cluster {
-            data,
-            home,
-            server: None,
-            server_log,
-            sims: Vec::new(),
-            root,
-        };
-        let mut last = String::new();
-        for _ in 0..5 {
-            match c.try_launch(free_port()) {
-                Ok(child) => {
-                    c.server = Some(child);
-                    return Some(c);
-                }
-                Err(e) if e.contains("Address already in use") => last = e,
-                Err(e) => {
-                    last = e;
-                    break;
-                }
-            }
-        }
-        panic!("bosun server did not start: {last}");
-    }
-
-    fn try_launch(&self, port: u16) -> Result<Child, String> {
-        let logf = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.server_log)
-            .expect("open server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bosun"))
-            .arg("server")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--https-port")
-            .arg(port.to_string())
-            .arg("--bind-address")
-            .arg("127.0.0.1")
-            .arg("--disable-agent")
-            .env("BOSUN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .map_err(|e| format!("spawning bosun server: {e}"))?;
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(line) if line.starts_with("bosun: admin kubeconfig at") => return Ok(child),
-                Ok(_) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                return Err(format!(
-                    "server exited with {st}: {}",
-                    tail(&self.server_log, 20)
-                ));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("server printed no kubeconfig line within 30s".into());
-            }
-        }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.data.join("admin.kubeconfig")
-    }
-
-    /// Starts `bosun simulate nodes` (`{prefix}0..`) and waits until Ready.
-    fn simulate(&mut self, prefix: &str, count: usize) -> Vec<String> {
-        let log = self.root.path().join(format!("sim-{prefix}.log"));
-        let logf = std::fs::File::create(&log).expect("sim log");
-        let child = Command::new(env!("CARGO_BIN_EXE_bosun"))
-            .args(["simulate", "nodes", "--kubeconfig"])
-            .arg(self.kubeconfig())
-            .args(["--count", &count.to_string()])
-            .args(["--prefix", prefix])
-            .args(["--cpu", "8", "--memory", "16Gi", "--pods", "110"])
-            .env("BOSUN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .expect("spawning bosun simulate nodes");
-        self.sims.push((child, log));
-        let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
-        for n in &names {
-            self.eventually(&format!("node {n} Ready"), || {
-                let o = self.kubectl(&[
-                    "get",
-                    "node",
-                    n,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ]);
-                (o.ok() && o.stdout.trim() == "True").then_some(())
-            });
-        }
-        names
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Out {
-        let mut cmd = Command::new(KUBECTL);
-        cmd.args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", &self.home)
-            .current_dir(self.root.path());
-        run_command(cmd, &format!("kubectl {}", args.join(" ")))
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.ok(),
-            "kubectl {} failed (exit {}):\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            o.code,
-            o.stdout,
-            o.stderr
-        );
-        o.stdout
-    }
-
-    #[track_caller]
-    fn create(&self, yaml: &str) -> String {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let p = self.root.path().join(format!("manifest-{n}.yaml"));
-        std::fs::write(&p, yaml).expect("write manifest");
-        self.ok(&["create", "-f", p.to_str().expect("utf-8 path")])
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["get"];
-        a.extend_from_slice(args);
-        a.extend_from_slice(&["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).expect("kubectl JSON")
-    }
-
-    /// Pods in `default` with the label selector, sorted by name.
-    fn pods(&self, selector: &str) -> Vec<Value> {
-        let v = self.json(&["pods", "-l", selector]);
-        let mut items = v["items"].as_array().cloned().unwrap_or_default();
-        items.sort_by_key(|p| {
-            p["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        });
-        items
-    }
-
-    #[track_caller]
-    fn eventually<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {WAIT:?} waiting for {what}\n--- kubectl get all,nodes -o wide ---\n{}\n--- events ---\n{}",
-                    self.kubectl(&["get", "all,nodes", "-o", "wide"]).stdout,
-                    self.kubectl(&["get", "events", "-A"]).stdout
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// (type, reason, message) of the events about `name` in `default`.
-    fn events(&self, name: &str) -> Vec<(String, String, String)> {
-        let v = self.json(&[
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-        ]);
-        v["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|e| {
-                (
-                    e["type"].as_str().unwrap_or_default().to_string(),
-                    e["reason"].as_str().unwrap_or_default().to_string(),
-                    e["message"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    }
-
-    #[track_caller]
-    fn wait_event(&self, name: &str, reason: &str, message: &str) {
-        self.eventually(&format!("event {reason} {message:?} on {name}"), || {
-            self.events(name)
-                .iter()
-                .any(|(_, r, m)| r == reason && m == message)
-                .then_some(())
-        });
-    }
-
-    /// Ends a pod the way a kubelet reports it: phase plus a terminated
-    /// container with `exit_code`.
-    #[track_caller]
-    fn finish_pod(&self, name: &str, exit_code: i32) {
-        let phase = if exit_code == 0 {
-            "Succeeded"
-        } else {
-            "Failed"
-        };
-        let reason = if exit_code == 0 { "Completed" } else { "Error" };
-        let patch = json!({"status": {"phase": phase, "containerStatuses": [{
-            "name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": exit_code, "reason": reason,
-                "startedAt": "2024-01-01T00:00:00Z", "finishedAt": "2024-01-01T00:00:01Z"}}}]}});
-        self.ok(&[
-            "patch",
-            "pod",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch.to_string(),
-        ]);
-    }
-}
-
-fn tail(p: &Path, n: usize) -> String {
-    let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (c, _) in &mut self.sims {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(mut c) = self.server.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- bosun server log ---\n{}", tail(&self.server_log, 60));
-        }
-    }
-}
+// Harness: `sim::Cluster` (tests/common/sim.rs).
 
 fn name_of(v: &Value) -> String {
     v["metadata"]["name"]
@@ -332,7 +41,7 @@ fn job_runs_pod_to_completion() {
     let Some(mut c) = Cluster::start() else {
         return;
     };
-    c.simulate("node", 2);
+    c.simulate_large("node", 2);
     c.ok(&["create", "job", "pi", "--image=busybox", "--", "true"]);
     let pod = c.eventually("a pod for job pi", || {
         c.pods("job-name=pi").into_iter().next()
@@ -391,7 +100,7 @@ fn job_fails_after_backoff_limit() {
     let Some(mut c) = Cluster::start() else {
         return;
     };
-    c.simulate("node", 2);
+    c.simulate_large("node", 2);
     c.create(
         "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: flaky\nspec:\n  backoffLimit: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n        command: ['false']\n",
     );
@@ -433,7 +142,7 @@ fn indexed_job_with_parallelism() {
     let Some(mut c) = Cluster::start() else {
         return;
     };
-    c.simulate("node", 2);
+    c.simulate_large("node", 2);
     c.create(
         "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: idx\nspec:\n  completions: 3\n  parallelism: 2\n  completionMode: Indexed\n  ttlSecondsAfterFinished: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: c\n        image: busybox\n",
     );
@@ -492,7 +201,7 @@ fn cronjob_fires_on_the_minute_and_tracks_completion() {
     let Some(mut c) = Cluster::start() else {
         return;
     };
-    c.simulate("node", 2);
+    c.simulate_large("node", 2);
     c.ok(&[
         "create",
         "cronjob",
@@ -580,7 +289,7 @@ fn daemonset_one_pod_per_untainted_node() {
     let Some(mut c) = Cluster::start() else {
         return;
     };
-    c.simulate("node", 2);
+    c.simulate_large("node", 2);
     c.ok(&["taint", "node", "node1", "dedicated=x:NoSchedule"]);
     c.create(DS);
     let pods = c.eventually("daemon pod on node0", || {
@@ -630,7 +339,7 @@ fn daemonset_one_pod_per_untainted_node() {
             .then_some(())
     });
     // A new node gets its pod.
-    c.simulate("extra", 1);
+    c.simulate_large("extra", 1);
     c.eventually("daemon pod on extra0", || {
         let ps = c.pods("app=agent");
         let nodes: Vec<String> = ps
@@ -671,7 +380,7 @@ fn statefulset_ordered_start_and_stable_names() {
     let Some(mut c) = Cluster::start() else {
         return;
     };
-    c.simulate("node", 2);
+    c.simulate_large("node", 2);
     c.create(STS);
     c.eventually("3 ready replicas", || {
         let s = c.json(&["sts", "web"]);
@@ -708,7 +417,7 @@ fn statefulset_ordered_start_and_stable_names() {
             i - 1
         );
     }
-    let evs = c.events("web");
+    let evs = c.events_of("web");
     for i in 0..3 {
         let msg = format!("create Pod web-{i} in StatefulSet web successful");
         assert!(
@@ -752,7 +461,7 @@ fn statefulset_claim_retention_policy_deletes_claims() {
     let Some(mut c) = Cluster::start() else {
         return;
     };
-    c.simulate("node", 2);
+    c.simulate_large("node", 2);
     c.create("apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  replicas: 3\n  podManagementPolicy: Parallel\n  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Delete\n    whenScaled: Delete\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n        volumeMounts:\n        - {name: data, mountPath: /data}\n  volumeClaimTemplates:\n  - metadata:\n      name: data\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources:\n        requests:\n          storage: 1Gi\n");
     let claims = |c: &Cluster| -> Vec<String> {
         let mut v: Vec<String> = c.json(&["pvc"])["items"]

@@ -5,14 +5,12 @@
 //! `kubectl describe`).
 
 mod common;
+#[path = "common/sim.rs"]
+mod sim;
 
-use common::{free_port, kubectl_available, run_command, Out, KUBECTL};
 use serde_json::Value;
+use sim::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// Deadline for anything the scheduler or the simulated nodes must do.
@@ -20,310 +18,11 @@ const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------------------
-// Harness: a server with its scheduler enabled, plus simulated node processes.
-// (common::Cluster always runs with --disable-scheduler, so it is not reused.)
+// Harness: `sim::Cluster` (a server with its scheduler enabled, plus simulated
+// node processes) and the scheduler-specific assertions below.
 // ---------------------------------------------------------------------------
 
-struct SchedCluster {
-    root: tempfile::TempDir,
-    data: PathBuf,
-    home: PathBuf,
-    server: Option<Child>,
-    server_log: PathBuf,
-    /// Simulator processes with their log files; killed by PID on drop.
-    sims: Vec<(Child, PathBuf)>,
-}
-
-impl SchedCluster {
-    /// Starts `bosun server` (scheduler included) on a free port, or returns
-    /// None after a loud SKIP when kubectl is missing (panics under CI).
-    fn start() -> Option<SchedCluster> {
-        if !kubectl_available() {
-            return None;
-        }
-        let root = tempfile::Builder::new()
-            .prefix("bosun-sched-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let data = root.path().join("data");
-        let home = root.path().join("home");
-        std::fs::create_dir_all(&home).expect("mkdir home");
-        let server_log = root.path().join("server.log");
-        let mut c = SchedCluster {
-            data,
-            home,
-            server: None,
-            server_log,
-            sims: Vec::new(),
-            root,
-        };
-        let mut last = String::new();
-        for _ in 0..5 {
-            match c.try_launch(free_port()) {
-                Ok(child) => {
-                    c.server = Some(child);
-                    return Some(c);
-                }
-                Err(e) if e.contains("Address already in use") => last = e,
-                Err(e) => {
-                    last = e;
-                    break;
-                }
-            }
-        }
-        panic!("bosun server did not start: {last}");
-    }
-
-    fn try_launch(&self, port: u16) -> Result<Child, String> {
-        let logf = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.server_log)
-            .expect("open server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bosun"))
-            .arg("server")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--https-port")
-            .arg(port.to_string())
-            .arg("--bind-address")
-            .arg("127.0.0.1")
-            // Only simulated nodes: no real node agent registering this host.
-            .arg("--disable-agent")
-            .env("BOSUN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .map_err(|e| format!("spawning bosun server: {e}"))?;
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(line) if line.starts_with("bosun: admin kubeconfig at") => return Ok(child),
-                Ok(_) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                return Err(format!(
-                    "server exited with {st}: {}",
-                    tail(&self.server_log, 20)
-                ));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("server printed no kubeconfig line within 30s".into());
-            }
-        }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.data.join("admin.kubeconfig")
-    }
-
-    /// Starts `bosun simulate nodes` (nodes `{prefix}0..{prefix}{count-1}`)
-    /// and waits until all of them are Ready.
-    fn simulate(&mut self, prefix: &str, count: usize, cpu: &str, labels: &[&str]) -> Vec<String> {
-        let log = self.root.path().join(format!("sim-{prefix}.log"));
-        let logf = std::fs::File::create(&log).expect("sim log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bosun"));
-        cmd.args(["simulate", "nodes", "--kubeconfig"])
-            .arg(self.kubeconfig())
-            .args(["--count", &count.to_string()])
-            .args(["--prefix", prefix])
-            .args(["--cpu", cpu])
-            .args(["--memory", "8Gi"])
-            .args(["--pods", "110"]);
-        for l in labels {
-            cmd.args(["--label", l]);
-        }
-        let child = cmd
-            .env("BOSUN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .expect("spawning bosun simulate nodes");
-        self.sims.push((child, log));
-        let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
-        for n in &names {
-            self.eventually(&format!("node {n} Ready"), || {
-                let o = self.kubectl(&[
-                    "get",
-                    "node",
-                    n,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ]);
-                (o.ok() && o.stdout.trim() == "True").then_some(())
-            });
-        }
-        names
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Out {
-        let mut cmd = Command::new(KUBECTL);
-        cmd.args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", &self.home)
-            .current_dir(self.root.path());
-        run_command(cmd, &format!("kubectl {}", args.join(" ")))
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.ok(),
-            "kubectl {} failed (exit {}):\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            o.code,
-            o.stdout,
-            o.stderr
-        );
-        o.stdout
-    }
-
-    /// `kubectl create -f` of a YAML document (or several).
-    #[track_caller]
-    fn create(&self, yaml: &str) -> String {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let p = self.root.path().join(format!("manifest-{n}.yaml"));
-        std::fs::write(&p, yaml).expect("write manifest");
-        self.ok(&["create", "-f", p.to_str().expect("utf-8 path")])
-    }
-
-    /// `kubectl get pod NAME -o jsonpath=EXPR` (in `default`).
-    #[track_caller]
-    fn pod_field(&self, name: &str, expr: &str) -> String {
-        self.ok(&["get", "pod", name, "-o", &format!("jsonpath={expr}")])
-    }
-
-    fn pod_json(&self, ns: &str, name: &str) -> Value {
-        let s = self.ok(&["get", "pod", "-n", ns, name, "-o", "json"]);
-        serde_json::from_str(&s).expect("pod JSON")
-    }
-
-    /// Polls `f` until it returns Some; panics (with the server log) after WAIT.
-    #[track_caller]
-    fn eventually<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {WAIT:?} waiting for {what}\n--- kubectl get pods,nodes -o wide ---\n{}\n--- events ---\n{}",
-                    self.kubectl(&["get", "pods,nodes", "-A", "-o", "wide"]).stdout,
-                    self.kubectl(&["get", "events", "-A"]).stdout
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Waits until the pod is bound and Running; returns its node.
-    #[track_caller]
-    fn wait_running(&self, name: &str) -> String {
-        self.eventually(&format!("pod {name} Running"), || {
-            let o = self.kubectl(&[
-                "get",
-                "pod",
-                name,
-                "-o",
-                "jsonpath={.status.phase} {.spec.nodeName}",
-            ]);
-            let s = o.stdout.trim().to_string();
-            let (phase, node) = s.split_once(' ').unwrap_or((&s, ""));
-            (o.ok() && phase == "Running" && !node.is_empty()).then(|| node.to_string())
-        })
-    }
-
-    /// Spawns a long-running kubectl whose stdout is a stream of JSON values.
-    fn watch_json(&self, args: &[&str]) -> JsonWatch {
-        let mut child = Command::new(KUBECTL)
-            .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", &self.home)
-            .current_dir(self.root.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn kubectl");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for v in serde_json::Deserializer::from_reader(stdout).into_iter::<Value>() {
-                let Ok(v) = v else { break };
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        JsonWatch { child, rx }
-    }
-
-    /// Events about one object in `ns`, optionally of one reason, oldest first.
-    fn events(&self, ns: &str, name: &str, reason: Option<&str>) -> Vec<Event> {
-        let mut sel = format!("involvedObject.name={name}");
-        if let Some(r) = reason {
-            sel.push_str(&format!(",reason={r}"));
-        }
-        let s = self.ok(&[
-            "get",
-            "events",
-            "-n",
-            ns,
-            "--field-selector",
-            &sel,
-            "-o",
-            "json",
-        ]);
-        let v: Value = serde_json::from_str(&s).expect("event list JSON");
-        let mut out: Vec<Event> = v["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|e| Event {
-                type_: e["type"].as_str().unwrap_or_default().into(),
-                reason: e["reason"].as_str().unwrap_or_default().into(),
-                message: e["message"].as_str().unwrap_or_default().into(),
-                reporting: e["reportingComponent"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .or(e["source"]["component"].as_str())
-                    .unwrap_or_default()
-                    .into(),
-                kind: e["involvedObject"]["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
-                name: e["involvedObject"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
-                rv: e["metadata"]["resourceVersion"]
-                    .as_str()
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or(0),
-            })
-            .collect();
-        out.sort_by_key(|e| e.rv);
-        out
-    }
-
+impl Cluster {
     /// Waits for a FailedScheduling event on `default/name` whose message is
     /// `want`; panics listing every message seen otherwise.
     #[track_caller]
@@ -386,57 +85,6 @@ impl SchedCluster {
     }
 }
 
-fn tail(p: &Path, n: usize) -> String {
-    let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-impl Drop for SchedCluster {
-    fn drop(&mut self) {
-        // Kill only our own children, by PID.
-        for (c, _) in &mut self.sims {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(mut c) = self.server.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- bosun server log ---\n{}", tail(&self.server_log, 60));
-            for (_, log) in &self.sims {
-                eprintln!("--- {} ---\n{}", log.display(), tail(log, 20));
-            }
-        }
-    }
-}
-
-/// A background kubectl (killed by PID on drop) printing JSON values.
-struct JsonWatch {
-    child: Child,
-    rx: std::sync::mpsc::Receiver<Value>,
-}
-
-impl Drop for JsonWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Event {
-    type_: String,
-    reason: String,
-    message: String,
-    /// reportingComponent, else source.component (what describe's From shows).
-    reporting: String,
-    kind: String,
-    name: String,
-    rv: u64,
-}
-
 /// A pod manifest in `default` with a busybox container; `spec` is extra
 /// YAML at the pod spec's indentation (2 spaces), `labels` a flow map body.
 fn pod(name: &str, labels: &str, cpu: Option<&str>, spec: &str) -> String {
@@ -454,7 +102,7 @@ fn pod(name: &str, labels: &str, cpu: Option<&str>, spec: &str) -> String {
 
 #[test]
 fn node_selector_picks_matching_node_or_stays_pending() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("ssd-", 1, "4", &["disk=ssd"]);
@@ -508,7 +156,7 @@ fn node_selector_picks_matching_node_or_stays_pending() {
 
 #[test]
 fn taints_repel_pods_without_tolerations() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("n", 2, "4", &[]);
@@ -584,7 +232,7 @@ fn taints_repel_pods_without_tolerations() {
 
 #[test]
 fn required_anti_affinity_one_per_host() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("aa-", 3, "4", &[]);
@@ -629,7 +277,7 @@ fn required_anti_affinity_one_per_host() {
 
 #[test]
 fn topology_spread_balances_zones() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("za-", 2, "4", &["topology.kubernetes.io/zone=zone-a"]);
@@ -665,7 +313,7 @@ fn topology_spread_balances_zones() {
 
 #[test]
 fn insufficient_cpu_leaves_extra_pod_pending() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("r", 2, "1", &[]);
@@ -708,7 +356,7 @@ fn insufficient_cpu_leaves_extra_pod_pending() {
 
 #[test]
 fn preemption_evicts_lower_priority_pod() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("p", 1, "1", &[]);
@@ -796,7 +444,7 @@ fn preemption_evicts_lower_priority_pod() {
 /// (reason PreemptionByScheduler) onto the victim's status first.
 #[test]
 fn preemption_victim_gets_disruption_target_condition() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("v", 1, "1", &[]);
@@ -872,7 +520,7 @@ fn preemption_victim_gets_disruption_target_condition() {
 /// differs from the one its PriorityClass gives it.
 #[test]
 fn priority_admission_rejects_conflicting_preemption_policy() {
-    let Some(c) = SchedCluster::start() else {
+    let Some(c) = Cluster::start() else {
         return;
     };
     c.ok(&["create", "priorityclass", "high", "--value=1000"]);
@@ -911,7 +559,7 @@ fn priority_admission_rejects_conflicting_preemption_policy() {
 
 #[test]
 fn preset_node_name_and_other_scheduler_are_left_alone() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("s", 2, "4", &[]);
@@ -967,7 +615,7 @@ fn preset_node_name_and_other_scheduler_are_left_alone() {
 
 #[test]
 fn scheduled_event_names_pod_and_node() {
-    let Some(mut c) = SchedCluster::start() else {
+    let Some(mut c) = Cluster::start() else {
         return;
     };
     c.simulate("e", 1, "4", &[]);
