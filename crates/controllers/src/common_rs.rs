@@ -237,6 +237,39 @@ pub fn api_msg(e: &kube::Error) -> String {
 }
 
 /// The HTTP code of an API error (0 for transport errors).
+/// Release an object its controller no longer selects: drop the owner
+/// reference with `uid` (a gone or invalid object is fine, as upstream).
+pub async fn release_owned<K>(
+    api: &Api<K>,
+    name: &str,
+    meta: &ObjectMeta,
+    uid: &str,
+) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + Debug,
+{
+    let refs: Vec<_> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.uid != uid)
+        .cloned()
+        .collect();
+    let patch = serde_json::json!({"metadata": {"ownerReferences": if refs.is_empty() { serde_json::json!(null) } else { serde_json::json!(refs) }}});
+    match api
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(api_code(&e), 404 | 422) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn api_code(e: &kube::Error) -> u16 {
     match e {
         kube::Error::Api(s) => s.code,

@@ -216,23 +216,7 @@ async fn claim_pods(
                     continue;
                 }
                 // Release: drop our ownerReference.
-                let refs: Vec<_> = p
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .filter(|r| r.uid != uid)
-                    .cloned()
-                    .collect();
-                let patch = json!({"metadata": {"ownerReferences": if refs.is_empty() { json!(null) } else { json!(refs) }}});
-                match api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if matches!(api_code(&e), 404 | 422) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                crate::common_rs::release_owned(&api, &name, &p.metadata, &uid).await?;
             }
             Some(_) => {}
             None => {
